@@ -1,0 +1,44 @@
+"""Typed errors: one class per failure a user can cause.
+
+The core raises these and never prints or exits; the CLI turns each into one line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+
+class SrcliError(Exception):
+    """Base class for every failure the user can fix; the message is the one line shown."""
+
+    exit_code = 2
+
+
+class InputImageError(SrcliError):
+    """An input image is missing, empty, unreadable, truncated or too large."""
+
+
+class OutputError(SrcliError):
+    """An output path cannot be written, or writing would overwrite an input."""
+
+
+class CheckpointError(SrcliError):
+    """A weights file is corrupt, of an unknown architecture, or fails its checksum."""
+
+
+class UnknownModelError(SrcliError):
+    """A model name is not in the catalogue."""
+
+
+class ScaleError(SrcliError):
+    """The requested scale is one the model cannot produce."""
+
+
+class DownloadError(SrcliError):
+    """A download failed: network, HTTP status, or checksum mismatch."""
+
+
+class DatasetError(SrcliError):
+    """A dataset is unknown, missing, or laid out wrongly."""
+
+
+class TrainingError(SrcliError):
+    """A training configuration or its data makes no sense."""
