@@ -1,0 +1,41 @@
+"""The Typer application: parses, calls the core, renders. Each subcommand lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from srcli import __version__
+from srcli.cli import common, eval_cmd, models_cmd, train_cmd, upscale_cmd
+
+app = typer.Typer(
+    name="srcli",
+    help="Image super-resolution with EDSR, MDSR and VDSR: upscale photos, reproduce the papers' scores, train.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"srcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """srcli: EDSR-family super-resolution for the command line."""
+    common.STATE.debug = debug
+
+
+for module in (upscale_cmd, eval_cmd, train_cmd, models_cmd):
+    module.register(app)
+
+
+def main() -> None:
+    """Console-script entry point: every user-caused error becomes one line and a non-zero exit."""
+    common.run(app)

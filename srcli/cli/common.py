@@ -1,0 +1,71 @@
+"""What every subcommand shares: consoles, the one-line error contract, small parsers."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import typer
+from rich.console import Console
+
+from srcli.errors import SrcliError
+
+# Human output goes to stderr so stdout stays clean for --json and pipes.
+console = Console(stderr=True, highlight=False)
+stdout = Console(highlight=False)
+
+
+@dataclass
+class _State:
+    debug: bool = False
+
+
+STATE = _State()
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one error line and return the Exit to raise."""
+    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def run(app: typer.Typer) -> None:
+    """Run the app so that no user error ever shows a traceback (unless --debug)."""
+    debug = "--debug" in sys.argv[1:]
+    try:
+        app(standalone_mode=False)
+    except SystemExit as stop:
+        raise stop
+    except typer.Exit as stop:
+        sys.exit(stop.exit_code)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: nothing partial was left behind")
+        sys.exit(130)
+    except SrcliError as error:
+        if debug:
+            raise
+        fail(str(error), error.exit_code)
+        sys.exit(error.exit_code)
+    except Exception as error:  # click usage errors and anything unexpected
+        import click
+
+        if isinstance(error, click.exceptions.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        if isinstance(error, click.exceptions.Abort):
+            sys.exit(130)
+        if debug:
+            raise
+        fail(f"{type(error).__name__}: {error} (run with --debug for the traceback)", 1)
+        sys.exit(1)
+
+
+def parse_scales(text: str) -> list[int]:
+    """'2,3,4' -> [2, 3, 4]."""
+    try:
+        scales = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of integers") from None
+    if not scales or any(s < 1 for s in scales):
+        raise typer.BadParameter(f"{text!r} holds no valid scale")
+    return scales

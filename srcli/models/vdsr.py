@@ -1,0 +1,59 @@
+"""VDSR (Kim et al. 2016): 20 3x3 conv layers learning the residual over a bicubic-upscaled image."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConvReLU(nn.Module):
+    """One hidden layer; the `.conv` attribute matches the public VDSR checkpoint's key names."""
+
+    def __init__(self, features: int, bias: bool):
+        super().__init__()
+        self.conv = nn.Conv2d(features, features, 3, padding=1, bias=bias)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.conv(x))
+
+
+class VDSR(nn.Module):
+    """VDSR on 0..1 values of an image already upscaled by bicubic; one model serves every scale.
+
+    `channels=1` is the paper's Y-channel model (the layout of the shared public checkpoint);
+    `channels=3` is an RGB variant.
+    """
+
+    arch = "vdsr"
+    pixel_max = 1.0
+    upscales_inside = False
+
+    def __init__(
+        self,
+        layers: int = 20,
+        features: int = 64,
+        channels: int = 1,
+        bias: bool = False,
+        scales: tuple[int, ...] = (2, 3, 4),
+    ):
+        super().__init__()
+        self.scales = tuple(scales)
+        self.scale = self.scales[0]
+        self.channels = channels
+        self.config = {
+            "layers": layers, "features": features, "channels": channels, "bias": bias, "scales": list(self.scales)
+        }
+        self.input = nn.Conv2d(channels, features, 3, padding=1, bias=bias)
+        self.relu = nn.ReLU(inplace=True)
+        self.residual_layer = nn.Sequential(*[ConvReLU(features, bias) for _ in range(layers - 2)])
+        self.output = nn.Conv2d(features, channels, 3, padding=1, bias=bias)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor, scale: int | None = None) -> torch.Tensor:
+        residual = self.output(self.residual_layer(self.relu(self.input(x))))
+        return x + residual
