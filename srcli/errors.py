@@ -42,3 +42,7 @@ class DatasetError(SrcliError):
 
 class TrainingError(SrcliError):
     """A training configuration or its data makes no sense."""
+
+
+class DeviceError(SrcliError):
+    """The asked-for device or precision is unavailable, or memory is short even for the smallest tile."""
