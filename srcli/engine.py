@@ -377,22 +377,25 @@ def available_memory(device: torch.device) -> int:
 # --- tiling --------------------------------------------------------------------------------------------
 
 
-def _spans(length: int, tile: int, pad: int) -> list[tuple[int, int, int]]:
-    """(core start, core stop, window start) along one axis; every window is min(tile + 2 pad, length) long."""
+def _core_length(length: int, tile: int) -> int:
+    """Cores evened out over the axis (no sliver at the end); the whole axis when the tile covers it."""
     if tile <= 0 or tile >= length:
-        return [(0, length, 0)]
-    count = math.ceil(length / tile)
-    core = math.ceil(length / count)  # even the cores out: no sliver at the end
-    window = min(core + 2 * pad, length)
-    spans = []
-    for start in range(0, length, core):
-        stop = min(start + core, length)
-        spans.append((start, stop, min(max(start - pad, 0), length - window)))
-    return spans
+        return length
+    return math.ceil(length / math.ceil(length / tile))
 
 
 def window_size(length: int, tile: int, pad: int) -> int:
-    return length if tile <= 0 or tile >= length else min(math.ceil(length / math.ceil(length / tile)) + 2 * pad, length)
+    """Every window along an axis has this one length: core + 2 pad, at most the axis."""
+    return min(_core_length(length, tile) + 2 * pad, length)
+
+
+def _spans(length: int, tile: int, pad: int) -> list[tuple[int, int, int]]:
+    """(core start, core stop, window start) along one axis; edge windows shift inward rather than shrink."""
+    core, window = _core_length(length, tile), window_size(length, tile, pad)
+    return [
+        (start, min(start + core, length), min(max(start - pad, 0), length - window))
+        for start in range(0, length, core)
+    ]
 
 
 @dataclass
@@ -626,16 +629,30 @@ class Upscaler:
             x = torch.from_numpy(np.stack(planes)).to(self.device, torch.float32).permute(0, 3, 1, 2)
             yield _Batch(group, self._normalise(x * self.pixel_max), chroma)
 
-    def _core(self, batch: _Batch, index: int, output: torch.Tensor, luma: bool) -> tuple[np.ndarray, _Window]:
-        """One window's output cropped to its core, as float64 RGB (or Y) on 0..255 (before clipping)."""
+    def _write(self, batch: _Batch, index: int, output: torch.Tensor, out: np.ndarray) -> None:
+        """Crop one window's output to its core and store it: quantized RGB, or float Y (clipped) for scoring."""
         w, s = batch.windows[index], self.scale
         top, left = (w.top - w.y0) * s, (w.left - w.x0) * s
         rows, cols = slice(top, top + (w.bottom - w.top) * s), slice(left, left + (w.right - w.left) * s)
-        core = output[index][:, rows, cols].permute(1, 2, 0).double().cpu().numpy() * (255.0 / self.pixel_max)
-        if self.luma_model and not luma:
-            ycbcr = np.concatenate([core, batch.chroma[index][rows, cols]], axis=2)
-            core = (ycbcr - YCBCR_OFFSET) @ _YCBCR_INVERSE.T * 255.0
-        return core, w
+        target = out[w.top * s : w.bottom * s, w.left * s : w.right * s]
+        core = output[index][:, rows, cols]
+        if out.dtype != np.float64 and not self.luma_model:  # quantize on the device: only bytes travel
+            peak = float(np.iinfo(out.dtype).max)
+            quantized = core.mul(peak / self.pixel_max).round_().clamp_(0, peak)
+            quantized = quantized.to(torch.uint8 if out.dtype == np.uint8 else torch.int32)
+            target[...] = quantized.permute(1, 2, 0).cpu().numpy()
+            return
+        values = core.permute(1, 2, 0).double().cpu().numpy() * (255.0 / self.pixel_max)
+        if out.dtype == np.float64:
+            if values.shape[2] == 1:
+                target[...] = np.clip(values[:, :, 0], 0.0, 255.0)
+            else:
+                target[...] = YCBCR_OFFSET[0] + np.clip(values, 0.0, 255.0) @ YCBCR_MATRIX[0] / 255.0
+            return
+        ycbcr = np.concatenate([values, batch.chroma[index][rows, cols]], axis=2)
+        rgb = (ycbcr - YCBCR_OFFSET) @ _YCBCR_INVERSE.T * 255.0
+        peak = float(np.iinfo(out.dtype).max)
+        target[...] = np.clip(np.round(rgb * (peak / 255.0)), 0, peak)
 
     def _run(self, image: np.ndarray, out: np.ndarray, progress: ProgressCallback | None) -> None:
         """Fill `out` (integer RGB, or float64 HxW luma) window by window, backing off on out-of-memory."""
@@ -659,20 +676,12 @@ class Upscaler:
 
     def _run_plan(self, image: np.ndarray, out: np.ndarray, plan: Plan, progress: ProgressCallback | None) -> None:
         total = len(_windows(image.shape[0], image.shape[1], plan.tile, plan.pad))
-        done, s, luma = 0, self.scale, out.dtype == np.float64
-        peak = 255.0 if luma else float(np.iinfo(out.dtype).max)
+        done = 0
         with torch.inference_mode():
             for batch in self._batches(image, plan):
                 output = self._forward_batched(batch.inputs, plan)
                 for index in range(len(batch.windows)):
-                    core, w = self._core(batch, index, output, luma)
-                    target = out[w.top * s : w.bottom * s, w.left * s : w.right * s]
-                    if not luma:
-                        target[...] = np.clip(np.round(core * (peak / 255.0)), 0, peak)
-                    elif core.shape[2] == 1:  # Y for scoring: clipped, not rounded
-                        target[...] = np.clip(core[:, :, 0], 0.0, 255.0)
-                    else:
-                        target[...] = 16.0 + np.clip(core, 0.0, 255.0) @ YCBCR_MATRIX[0] / 255.0
+                    self._write(batch, index, output, out)
                 done += len(batch.windows)
                 if progress:
                     progress(done, total)
