@@ -80,6 +80,7 @@ class _Conv:
     bias: torch.Tensor | None
     relu: bool = False
     residual: str | None = None  # add this saved tensor to the conv output
+    fused: bool = False  # run as one oneDNN conv with ReLU / add post-op (set where a probe shows it works)
 
     @property
     def radius(self) -> int:
@@ -109,7 +110,6 @@ class _Network:
     input_scale: torch.Tensor  # per channel: model input = x * scale + shift (the input mean shift)
     input_shift: torch.Tensor
     input_matrix: torch.Tensor | None = None  # non-diagonal input shift (never in official files)
-    fused: bool = False
 
     def to(self, device: torch.device, dtype: torch.dtype) -> _Network:
         def move(step: _Step) -> _Step:
@@ -117,15 +117,15 @@ class _Network:
                 return step
             weight = step.weight.to(device, dtype).contiguous(memory_format=torch.channels_last)
             bias = None if step.bias is None else step.bias.to(device, dtype)
-            return _Conv(weight, bias, step.relu, step.residual)
+            moved = _Conv(weight, bias, step.relu, step.residual)
+            moved.fused = _fusion_works(moved)
+            return moved
 
-        net = _Network(
+        return _Network(
             [move(s) for s in self.trunk], [move(s) for s in self.tail], self.in_channels,
             self.input_scale.to(device), self.input_shift.to(device),
             None if self.input_matrix is None else self.input_matrix.to(device),
         )
-        net.fused = _fused_convs_work(device, dtype)
-        return net
 
 
 def _conv_step(module: nn.Conv2d, relu: bool = False, residual: str | None = None) -> _Conv:
@@ -234,26 +234,27 @@ def _walk(steps: list[_Step], factor: float, channels: int) -> tuple[float, floa
 
 # --- running the steps ---------------------------------------------------------------------------------
 
-_FUSED_PROBE: dict[tuple[str, torch.dtype], bool] = {}
-
-
-def _fused_convs_work(device: torch.device, dtype: torch.dtype) -> bool:
-    """oneDNN conv+ReLU / conv+add fusion: CPU only, and only where this CPU and torch build support it."""
-    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+def _fusion_works(step: _Conv) -> bool:
+    """oneDNN conv+ReLU / conv+add fusion is CPU-only, and some builds or CPUs lack some variants
+    (bf16 without AVX-512, odd channel counts in older releases): try this conv on a tiny input."""
+    if step.weight.device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return False
-    key = (device.type, dtype)
-    if key not in _FUSED_PROBE:
-        try:
-            x = torch.ones(1, 2, 4, 4, dtype=dtype).contiguous(memory_format=torch.channels_last)
-            w = torch.ones(2, 2, 3, 3, dtype=dtype).contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode():
-                fused = _fused_conv(x, w, None, 1, True, None)
-                fused = _fused_conv(fused, w, None, 1, False, x)
-                plain = F.conv2d(F.conv2d(x, w, padding=1).relu(), w, padding=1) + x
-            _FUSED_PROBE[key] = bool(torch.equal(fused, plain))
-        except (AttributeError, RuntimeError, NotImplementedError):
-            _FUSED_PROBE[key] = False
-    return _FUSED_PROBE[key]
+    generator = torch.Generator().manual_seed(0)
+    shape = (1, step.weight.shape[1], 6, 6)
+    x = torch.randn(shape, generator=generator).to(step.weight.dtype).contiguous(memory_format=torch.channels_last)
+    residual = None
+    if step.residual:
+        residual = torch.randn(1, step.weight.shape[0], 6, 6, generator=generator).to(step.weight.dtype)
+        residual = residual.contiguous(memory_format=torch.channels_last)
+    try:
+        with torch.inference_mode():
+            fused = _fused_conv(x, step.weight, step.bias, step.radius, step.relu, residual)
+            plain = F.conv2d(x, step.weight, step.bias, padding=step.radius)
+            plain = plain.relu() if step.relu else plain
+            plain = plain + residual if residual is not None else plain
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+    return fused.shape == plain.shape and bool(torch.allclose(fused.float(), plain.float(), rtol=1e-3, atol=1e-3))
 
 
 def _fused_conv(
@@ -265,9 +266,9 @@ def _fused_conv(
     return ops._convolution_pointwise(x, w, b, *geometry, "relu" if relu else "none", [], "")
 
 
-def _conv(net: _Network, step: _Conv, x: torch.Tensor, saved: dict[str, torch.Tensor]) -> torch.Tensor:
+def _conv(step: _Conv, x: torch.Tensor, saved: dict[str, torch.Tensor]) -> torch.Tensor:
     residual = saved.pop(step.residual) if step.residual else None
-    if net.fused:
+    if step.fused:
         return _fused_conv(x, step.weight, step.bias, step.radius, step.relu, residual)
     y = F.conv2d(x, step.weight, step.bias, padding=step.radius)
     if step.relu:
@@ -286,13 +287,13 @@ def _pixel_shuffle(x: torch.Tensor, factor: int) -> torch.Tensor:
     return out.permute(0, 3, 1, 2)
 
 
-def _run_steps(net: _Network, steps: list[_Step], x: torch.Tensor) -> torch.Tensor:
+def _run_steps(steps: list[_Step], x: torch.Tensor) -> torch.Tensor:
     saved: dict[str, torch.Tensor] = {}
     for step in steps:
         if isinstance(step, _Save):
             saved[step.key] = x
         elif isinstance(step, _Conv):
-            x = _conv(net, step, x, saved)
+            x = _conv(step, x, saved)
         else:
             x = _pixel_shuffle(x, step.factor)
     return x
@@ -300,17 +301,17 @@ def _run_steps(net: _Network, steps: list[_Step], x: torch.Tensor) -> torch.Tens
 
 def _run_network(net: _Network, x: torch.Tensor, strip_rows: int, halo: int) -> torch.Tensor:
     """Trunk on the whole window, then the tail over row strips that overlap by its receptive radius."""
-    features = _run_steps(net, net.trunk, x)
+    features = _run_steps(net.trunk, x)
     if not net.tail:
         return features
     height = features.shape[2]
     if strip_rows >= height:
-        return _run_steps(net, net.tail, features)
+        return _run_steps(net.tail, features)
     pieces = []
     for top in range(0, height, strip_rows):
         bottom = min(top + strip_rows, height)
         start, stop = max(top - halo, 0), min(bottom + halo, height)
-        out = _run_steps(net, net.tail, features[:, :, start:stop])
+        out = _run_steps(net.tail, features[:, :, start:stop])
         factor = out.shape[2] // (stop - start)
         pieces.append(out[:, :, (top - start) * factor : (bottom - start) * factor])
     return torch.cat(pieces, dim=2)
@@ -474,6 +475,7 @@ class Upscaler:
         else:  # the bicubic window edge (mirrored, +-2 LR px of kernel) plus the network's reach, in LR px
             self.receptive_field = math.ceil(radius / self.scale) + 3
         self.last_plan: Plan | None = None
+        self._budget: int | None = None  # the run's memory budget, read once per image
 
     # -- the network at a precision -------------------------------------------------------------------
 
@@ -489,9 +491,14 @@ class Upscaler:
             x = torch.einsum("oc,nchw->nohw", net.input_matrix, x)
         return x * net.input_scale.view(1, -1, 1, 1) + net.input_shift.view(1, -1, 1, 1)
 
-    def _strip_rows(self, height: int) -> int:
-        """Tail strips sized so the high-resolution tail needs no more memory than the trunk."""
+    def _strip_rows(self, height: int, pixels: int) -> int:
+        """Rows per tail strip: all of them when the high-resolution tail fits the budget whole (GPUs),
+        else strips sized so the tail needs no more memory than the trunk."""
         if not self._tail_elements:
+            return height
+        element = torch.finfo(self.dtype).bits // 8
+        whole_tail = _SAFETY * element * (self._trunk_features + self._tail_elements) * pixels
+        if whole_tail <= (self._budget if self._budget is not None else self.memory_budget()):
             return height
         return max(8, int(height * self._trunk_elements / self._tail_elements))
 
@@ -499,7 +506,7 @@ class Upscaler:
         """Normalised input -> float32 output; NaN/Inf in half precision re-runs the batch in fp32."""
         self._check_budget(x.shape[0], x.shape[2] * x.shape[3])
         x = x.contiguous(memory_format=torch.channels_last)
-        strip, halo = self._strip_rows(x.shape[2]), self._tail_halo
+        strip, halo = self._strip_rows(x.shape[2], x.shape[0] * x.shape[2] * x.shape[3]), self._tail_halo
         try:
             out = _run_network(self._network(self.dtype), x.to(self.dtype), strip, halo).float()
             if self.dtype != torch.float32 and not torch.isfinite(out).all():
@@ -583,7 +590,7 @@ class Upscaler:
 
     def plan(self, height: int, width: int) -> Plan:
         pad = self.receptive_field if self.options.tile_pad is None else max(0, int(self.options.tile_pad))
-        budget = self.memory_budget()
+        budget = self._budget if self._budget is not None else self.memory_budget()
         tile = self.options.tile
         if tile is None:
             tile = self.choose_tile(height, width, pad, budget)
@@ -657,6 +664,7 @@ class Upscaler:
     def _run(self, image: np.ndarray, out: np.ndarray, progress: ProgressCallback | None) -> None:
         """Fill `out` (integer RGB, or float64 HxW luma) window by window, backing off on out-of-memory."""
         height, width = image.shape[:2]
+        self._budget = self.memory_budget()
         plan = self.plan(height, width)
         while True:
             try:

@@ -253,6 +253,20 @@ def test_out_of_memory_backs_off_to_smaller_tiles_with_the_same_result() -> None
         Upscaler(model, 2, UpscaleOptions(device=CPU, tile=0, memory_budget=1000)).upscale(image)
 
 
+def test_tail_strips_under_a_tight_budget_give_the_same_bytes() -> None:
+    """x4's high-resolution tail runs in overlapping row strips when memory is short; the result is unchanged."""
+    model = _seeded("edsr-baseline", scale=4, blocks=2)
+    image = _random_image(40, 36, seed=9)
+    roomy = Upscaler(model, 4, UpscaleOptions(device=CPU, tile=0, memory_budget=2**30))
+    probe = Upscaler(model, 4, UpscaleOptions(device=CPU))
+    tight = Upscaler(model, 4, UpscaleOptions(device=CPU, tile=0, memory_budget=probe.bytes_per_window(40 * 36)))
+    tight._budget = tight.memory_budget()
+    assert tight._strip_rows(40, 40 * 36) < 40 <= roomy._strip_rows(40, 40 * 36)
+    out = tight.upscale(image)
+    assert tight.last_plan is not None and tight.last_plan.backoffs == 0
+    assert np.array_equal(out, roomy.upscale(image))
+
+
 # --- CUDA (the lead runs these on a GPU machine) -------------------------------------------------------
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
