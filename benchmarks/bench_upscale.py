@@ -3,6 +3,7 @@
     python benchmarks/bench_upscale.py            # CPU: MP/s, conv GFLOP/s, ensemble ratio, peak RSS 4000x3000 x4
     python benchmarks/bench_upscale.py --quick    # the same with small images (a minute)
     python benchmarks/bench_upscale.py --cuda     # adds fp32/fp16/bf16 MP/s and an out-of-memory back-off demo
+    python benchmarks/bench_upscale.py --rss-size 2000x1500   # another size for the peak-memory run
 
 "Plain" is how the paper's code runs a model: NCHW fp32, the whole image in one forward, nothing folded,
 `model(x)` under no_grad. Both runs see the same pixels. Weights are random (seeded): speed does not
@@ -79,7 +80,7 @@ def cpu_section(quick: bool, repeats: int) -> None:
     print(f"threads {torch.get_num_threads()}, load average {os.getloadavg()}")
     conv = conv_gflops(repeats, 256 if quick else 512)
     print(f"conv 64->64 3x3 throughput: {conv:.1f} GFLOP/s\n")
-    cases = [("edsr-baseline", 2, 96 if quick else 160), ("edsr-baseline", 4, 64 if quick else 128),
+    cases = [("edsr-baseline", 2, 96 if quick else 256), ("edsr-baseline", 4, 64 if quick else 192),
              ("edsr", 4, 24 if quick else 48)]
     print(f"{'model':<18}{'LR px':>9}{'plain MP/s':>12}{'srcli MP/s':>12}{'speed-up':>10}{'GFLOP/s':>9}{'% conv':>8}")
     for preset, scale, side in cases:
@@ -102,7 +103,7 @@ def cpu_section(quick: bool, repeats: int) -> None:
               f"{megapixels / engine_s:>12.4f}{plain_s / engine_s:>9.2f}x{gflops:>9.1f}{100 * gflops / conv:>7.0f}%")
     torch.manual_seed(0)
     model = build("edsr-baseline", scale=2).eval()
-    side = 64 if quick else 96
+    side = 64 if quick else 128
     image = random_image(side, side)
     single = best_time(lambda: Upscaler(model, 2, UpscaleOptions(device="cpu")).upscale(image), repeats)
     ensemble = best_time(
@@ -178,10 +179,12 @@ def main() -> None:
     parser.add_argument("--cuda", action="store_true", help="also measure CUDA precisions and OOM back-off")
     parser.add_argument("--skip-cpu", action="store_true", help="only the peak-memory and CUDA sections")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rss-size", default=None, help="WxH of the peak-memory run (4000x3000; quick: 1000x750)")
     args = parser.parse_args()
     if not args.skip_cpu:
         cpu_section(args.quick, args.repeats)
-    peak_rss(*((1000, 750) if args.quick else (4000, 3000)))
+    width, height = map(int, (args.rss_size or ("1000x750" if args.quick else "4000x3000")).split("x"))
+    peak_rss(width, height)
     if args.cuda:
         cuda_section(args.repeats)
     print(f"\nthis process: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")

@@ -529,7 +529,8 @@ class Upscaler:
     def _forward_batched(self, inputs: torch.Tensor, plan: Plan) -> torch.Tensor:
         """Forwards in groups of at most `plan.batch`, self-ensembled when asked."""
         if not self.options.ensemble:
-            return torch.cat([self._forward(chunk, plan) for chunk in inputs.split(plan.batch)])
+            outputs = [self._forward(chunk, plan) for chunk in inputs.split(plan.batch)]
+            return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         transforms = [(k, flip) for flip in (False, True) for k in range(4)]
         same_shape = inputs.shape[2] == inputs.shape[3]
         groups = [transforms] if same_shape else [transforms[0::2], transforms[1::2]]  # even k keep the shape
@@ -645,7 +646,8 @@ class Upscaler:
         core = output[index][:, rows, cols]
         if out.dtype != np.float64 and not self.luma_model:  # quantize on the device: only bytes travel
             peak = float(np.iinfo(out.dtype).max)
-            quantized = core.mul(peak / self.pixel_max).round_().clamp_(0, peak)
+            factor = peak / self.pixel_max
+            quantized = (core.mul(factor) if factor != 1.0 else core.clone()).round_().clamp_(0, peak)
             quantized = quantized.to(torch.uint8 if out.dtype == np.uint8 else torch.int32)
             target[...] = quantized.permute(1, 2, 0).cpu().numpy()
             return
