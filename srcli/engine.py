@@ -106,7 +106,6 @@ class _Network:
 
     trunk: list[_Step]
     tail: list[_Step]
-    in_channels: int
     input_scale: torch.Tensor  # per channel: model input = x * scale + shift (the input mean shift)
     input_shift: torch.Tensor
     input_matrix: torch.Tensor | None = None  # non-diagonal input shift (never in official files)
@@ -122,7 +121,7 @@ class _Network:
             return moved
 
         return _Network(
-            [move(s) for s in self.trunk], [move(s) for s in self.tail], self.in_channels,
+            [move(s) for s in self.trunk], [move(s) for s in self.tail],
             self.input_scale.to(device), self.input_shift.to(device),
             None if self.input_matrix is None else self.input_matrix.to(device),
         )
@@ -208,7 +207,7 @@ def fold(model: nn.Module, scale: int) -> _Network:
     else:
         raise TypeError(f"the engine runs EDSR, MDSR and VDSR models, not {type(model).__name__}")
     scale_in, shift_in, matrix_in = _input_transform(model)
-    return _Network(trunk, tail, model.channels, scale_in, shift_in, matrix_in)
+    return _Network(trunk, tail, scale_in, shift_in, matrix_in)
 
 
 def _walk(steps: list[_Step], factor: float, channels: int) -> tuple[float, float, int, float]:
@@ -460,7 +459,6 @@ class Upscaler:
         self.luma_model = not self.upscales_inside and self.channels == 1
         self._master = fold(model, self.scale)
         self._nets: dict[torch.dtype, _Network] = {}
-        self.net_scale = self.scale if self.upscales_inside else 1  # the network's own magnification
         self.input_factor = 1 if self.upscales_inside else self.scale  # network input px per LR px, per side
         trunk_radius, trunk_peak, channels, factor = _walk(self._master.trunk, 1.0, self.channels)
         tail_radius, tail_peak, _, out_factor = _walk(self._master.tail, factor, channels)
