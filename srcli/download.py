@@ -23,6 +23,7 @@ Progress = Callable[[int, "int | None"], None]
 """Called with (bytes on disk so far, total bytes or None when the server does not say)."""
 
 CHUNK = 1 << 20
+NETWORK_CHUNK = 1 << 16  # small reads: a dropped connection loses at most this much of what arrived
 DEFAULT_TIMEOUT = 30.0
 MIRROR_ENV = "SRCLI_MIRROR"
 HOME_ENV = "SRCLI_HOME"
@@ -173,7 +174,7 @@ def _stream_once(
         if progress:
             progress(done, total)
         with part.open(mode) as handle:
-            for block in response.iter_content(CHUNK):
+            for block in response.iter_content(NETWORK_CHUNK):
                 handle.write(block)
                 checks.update(block)
                 done += len(block)

@@ -32,3 +32,21 @@ def train_dir() -> Path:
 @pytest.fixture
 def vdsr_checkpoint() -> Path:
     return shared_path("weights", "third_party", "vdsr_291_epoch50.pth")
+
+
+@pytest.fixture
+def file_server():
+    """A real HTTP server on 127.0.0.1 (see tests/loopback.py) for download tests."""
+    from loopback import FileServer
+
+    with FileServer() as server:
+        yield server
+
+
+@pytest.fixture
+def srcli_home(tmp_path, monkeypatch) -> Path:
+    """An empty srcli data folder (downloads land in it) and no mirror from the environment."""
+    home = tmp_path / "srcli-home"
+    monkeypatch.setenv("SRCLI_HOME", str(home))
+    monkeypatch.delenv("SRCLI_MIRROR", raising=False)
+    return home
