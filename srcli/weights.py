@@ -12,7 +12,6 @@ preset that loads it, the scores it reaches), in the spirit of torchvision's wei
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -53,6 +52,7 @@ class Weights:
     filename: str
     sha256: str
     bytes: int
+    parameters: int  # trainable, as the papers count them; a test rebuilds every preset to check
     source: str  # "official" or "embedded"
     url: str | None = None  # official address (a mirror holds the file under the same name)
     path: Path | None = None  # embedded file
@@ -66,11 +66,6 @@ class Weights:
     @property
     def arch(self) -> str:
         return PRESETS[self.preset][0] if self.preset in PRESETS else self.preset
-
-    @property
-    def parameters(self) -> int:
-        """Trainable parameter count, from the preset alone (nothing is downloaded or allocated)."""
-        return _parameter_count(self.preset, json.dumps(self.config, sort_keys=True))
 
     def build(self) -> nn.Module:
         return build(self.preset, **self.config)
@@ -91,12 +86,6 @@ class Weights:
         return score.psnr if score else None
 
 
-@functools.cache
-def _parameter_count(preset: str, config_json: str) -> int:
-    with torch.device("meta"):
-        return parameter_count(build(preset, **json.loads(config_json)))
-
-
 def cache_dir() -> Path:
     """Downloaded weights live here: `$SRCLI_HOME/weights`, else the user data dir's `weights`."""
     return download.data_home() / "weights"
@@ -105,23 +94,23 @@ def cache_dir() -> Path:
 # --- the official EDSR-PyTorch files (sources.md) ---------------------------------------------------
 
 _OFFICIAL_FILES = (
-    # name, preset, config, scales, filename, bytes, sha256
+    # name, preset, config, scales, filename, bytes, sha256, parameters
     ("edsr-baseline-x2", "edsr-baseline", {"scale": 2}, (2,), "edsr_baseline_x2-1bc95232.pt", 5490680,
-     "1bc9523228fdc3b0a5ddb0d7062001e22b31bbb398ae09cfdefb97e8ee06e171"),
+     "1bc9523228fdc3b0a5ddb0d7062001e22b31bbb398ae09cfdefb97e8ee06e171", 1369859),
     ("edsr-baseline-x3", "edsr-baseline", {"scale": 3}, (3,), "edsr_baseline_x3-abf2a44e.pt", 6229240,
-     "abf2a44e7a137228efa42a4264a23e12603168d43ac7596b1adef40c649b9240"),
+     "abf2a44e7a137228efa42a4264a23e12603168d43ac7596b1adef40c649b9240", 1554499),
     ("edsr-baseline-x4", "edsr-baseline", {"scale": 4}, (4,), "edsr_baseline_x4-6b446fab.pt", 6081831,
-     "6b446fab734f4de74448d2fd1f3f990f5bae726e49dc7eff2ae9cefe444a1723"),
+     "6b446fab734f4de74448d2fd1f3f990f5bae726e49dc7eff2ae9cefe444a1723", 1517571),
     ("edsr-x2", "edsr", {"scale": 2}, (2,), "edsr_x2-0edfb8a3.pt", 162939971,
-     "0edfb8a3772c94485c939f81a8aeefe02cccdfbf45243c6d22b39c29eb7d46de"),
+     "0edfb8a3772c94485c939f81a8aeefe02cccdfbf45243c6d22b39c29eb7d46de", 40729603),
     ("edsr-x3", "edsr", {"scale": 3}, (3,), "edsr_x3-ea3ef2c6.pt", 174741571,
-     "ea3ef2c6449845ac3bda7290480af76a53e5006beff60bf89c84ca62f986eeca"),
+     "ea3ef2c6449845ac3bda7290480af76a53e5006beff60bf89c84ca62f986eeca", 43680003),
     ("edsr-x4", "edsr", {"scale": 4}, (4,), "edsr_x4-4f62e9ef.pt", 172381555,
-     "4f62e9ef1a4ec6a7d3da4ed837116cec641e4e1566f98187151d813e83a0c1c8"),
+     "4f62e9ef1a4ec6a7d3da4ed837116cec641e4e1566f98187151d813e83a0c1c8", 43089923),
     ("mdsr-baseline", "mdsr-baseline", {}, (2, 3, 4), "mdsr_baseline-a00cab12.pt", 12924933,
-     "a00cab12f80c2a7cf0a15c3b9fcae3cfe9273121e8942692303e5010d1dca5ef"),
+     "a00cab12f80c2a7cf0a15c3b9fcae3cfe9273121e8942692303e5010d1dca5ef", 3227203),
     ("mdsr", "mdsr", {}, (2, 3, 4), "mdsr-4a78bedf.pt", 31869146,
-     "4a78bedfdb8fb1ad81b4bce9e13a907c0355a2ab52adafe2da868f9bb9096311"),
+     "4a78bedfdb8fb1ad81b4bce9e13a907c0355a2ab52adafe2da868f9bb9096311", 7953987),
 )
 
 # Y channel, shave = scale, measured by torchSR on its copies of these files (x2, x3, x4).
@@ -151,11 +140,11 @@ def _official_metrics(preset: str, scales: tuple[int, ...]) -> dict[str, dict[in
 OFFICIAL: tuple[Weights, ...] = tuple(
     Weights(
         name=name, preset=preset, config=config, scales=scales, filename=filename, sha256=sha256,
-        bytes=size, source="official", url=OFFICIAL_BASE + filename,
+        bytes=size, parameters=parameters, source="official", url=OFFICIAL_BASE + filename,
         metrics=_official_metrics(preset, scales), metrics_note=_OFFICIAL_NOTE,
         description=f"EDSR-PyTorch official {preset} weights (Lim et al. 2017), DIV2K-trained",
     )
-    for name, preset, config, scales, filename, size, sha256 in _OFFICIAL_FILES
+    for name, preset, config, scales, filename, size, sha256, parameters in _OFFICIAL_FILES
 )
 
 
@@ -184,7 +173,8 @@ def _manifest_entry(raw: dict[str, Any], folder: Path) -> Weights:
     return Weights(
         name=str(raw["name"]), preset=preset, config=dict(raw.get("config", {})),
         scales=tuple(int(s) for s in raw["scales"]), filename=str(raw["file"]), sha256=str(raw["sha256"]).lower(),
-        bytes=int(raw["bytes"]), source="embedded", path=folder / raw["file"], metrics=metrics,
+        bytes=int(raw["bytes"]), parameters=int(raw["parameters"]), source="embedded", path=folder / raw["file"],
+        metrics=metrics,
         metrics_note=str(raw.get("metrics_note", "measured by `srcli eval` (Y channel, shave=scale)")),
         recipe=raw.get("recipe"), steps=raw.get("steps"), data=raw.get("data"),
         description=str(raw.get("description", "")),
@@ -416,7 +406,7 @@ def embed(
     """
     state = read_state_dict(checkpoint)
     spec, tensors = normalise_state_dict(state)
-    load_state_dict(tensors)  # proves the tensors load strictly before anything is written
+    model = load_state_dict(tensors)  # proves the tensors load strictly before anything is written
     folder.mkdir(parents=True, exist_ok=True)
     stem = name.replace("-", "_")
     with tempfile.NamedTemporaryFile(dir=folder, suffix=".pt.tmp", delete=False) as handle:
@@ -433,6 +423,7 @@ def embed(
     record = {
         "name": name, "file": filename, "preset": preset, "config": spec.config,
         "scales": list(scales or spec.scales), "sha256": sha256, "bytes": (folder / filename).stat().st_size,
+        "parameters": parameter_count(model),
         "recipe": recipe, "steps": steps, "data": data, "description": description,
         "metrics": {
             dataset: {str(s): dict(score) for s, score in per_scale.items()}

@@ -6,10 +6,20 @@ some bytes (`drop_after`) or ignore Range (`ignore_range`), and read back what w
 
 from __future__ import annotations
 
+import io
 import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import torch
+
+
+def saved(obj: object) -> bytes:
+    """What torch.save writes for `obj` (a real checkpoint file's bytes, to serve or corrupt)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
 
 
 @dataclass

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import io
 import json
-import socket
 from pathlib import Path
 
 import pytest
 import torch
+from loopback import saved
 from torch import nn
 
 from srcli import weights
 from srcli.errors import CheckpointError, DownloadError, ScaleError, UnknownModelError
-from srcli.models import build, parameter_count
+from srcli.models import parameter_count
 
 # Official parameter counts (EDSR paper / EDSR-PyTorch), at the precision they are published.
 PUBLISHED_PARAMETERS = {
@@ -23,42 +21,6 @@ PUBLISHED_PARAMETERS = {
     "edsr-x2": (40.7e6, 0.1e6), "edsr-x3": (43.7e6, 0.1e6), "edsr-x4": (43.1e6, 0.1e6),
     "mdsr-baseline": (3.23e6, 0.01e6), "mdsr": (7.95e6, 0.01e6),
 }
-
-
-def _saved(state: dict) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def baseline_x2() -> tuple[dict[str, torch.Tensor], bytes]:
-    """A real EDSR-baseline x2 state dict (random weights) and its saved bytes."""
-    torch.manual_seed(0)
-    state = build("edsr-baseline", scale=2).state_dict()
-    return state, _saved(state)
-
-
-@pytest.fixture
-def dead_url() -> str:
-    """An address on 127.0.0.1 where nothing listens: the 'official server is down' case."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/research/EDSR/models/"
-
-
-@pytest.fixture
-def served_entry(baseline_x2, file_server, monkeypatch, dead_url, srcli_home) -> weights.Weights:
-    """The edsr-baseline-x2 entry, re-pointed at a test file: official server down, file on the mirror."""
-    _, data = baseline_x2
-    sha256 = hashlib.sha256(data).hexdigest()
-    filename = f"edsr_baseline_x2-{sha256[:8]}.pt"
-    entry = dataclasses.replace(weights.OFFICIAL[0], filename=filename, sha256=sha256, bytes=len(data),
-                                url=dead_url + filename)
-    monkeypatch.setattr(weights, "OFFICIAL", (entry, *weights.OFFICIAL[1:]))
-    file_server.add(f"mirror/{filename}", data)
-    return entry
 
 
 def _same_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> bool:
@@ -197,11 +159,11 @@ def _broken_files(folder: Path, data: bytes, state: dict) -> dict[str, tuple[Pat
         "truncated": (data[: len(data) // 2], "truncated or corrupted"),
         "text": (b"this is not a checkpoint\n", "not a PyTorch checkpoint"),
         "empty": (b"", "empty"),
-        "needs-code": (_saved(nn.Conv2d(3, 3, 1)), "could run code"),
-        "unknown-arch": (_saved({"encoder.weight": torch.zeros(3, 3)}), "unknown architecture"),
-        "not-a-dict": (_saved([torch.zeros(1)]), "not a state dict"),
-        "missing-tensor": (_saved(partial), "missing"),
-        "wrong-shape": (_saved(misshapen), "do not fit"),
+        "needs-code": (saved(nn.Conv2d(3, 3, 1)), "could run code"),
+        "unknown-arch": (saved({"encoder.weight": torch.zeros(3, 3)}), "unknown architecture"),
+        "not-a-dict": (saved([torch.zeros(1)]), "not a state dict"),
+        "missing-tensor": (saved(partial), "missing"),
+        "wrong-shape": (saved(misshapen), "do not fit"),
     }
     files = {}
     for name, (content, phrase) in cases.items():
@@ -231,7 +193,7 @@ def embedded_folder(baseline_x2, tmp_path, monkeypatch) -> Path:
     state, _ = baseline_x2
     folder = tmp_path / "weights"
     checkpoint = tmp_path / "trained.pt"
-    checkpoint.write_bytes(_saved({"model": state, "optimizer": {"step": torch.tensor(3)}, "epoch": 3}))
+    checkpoint.write_bytes(saved({"model": state, "optimizer": {"step": torch.tensor(3)}, "epoch": 3}))
     weights.embed(checkpoint, "srcli-edsr-baseline-x2", folder, recipe="edsr-baseline", steps=1000,
                   data="DIV2K 0001-0800", metrics={"Set5": {2: {"psnr": 37.5, "ssim": 0.958}}})
     monkeypatch.setattr(weights, "embedded_dirs", lambda: [folder])
