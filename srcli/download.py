@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -99,6 +100,23 @@ def _describe(error: requests.RequestException) -> str:
                 return reason.lower()
         return "cannot connect"
     return type(error).__name__
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Serialise downloads into one folder across processes (torchrun ranks resolving the same model),
+    so two writers never append to one .part. Locks the folder itself: no lock file is left behind."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; concurrent downloads are the user's to avoid
+        yield
+        return
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # closing releases the lock
 
 
 def _verified(path: Path, sha256: str | None, md5: str | None, size: int | None) -> bool:
@@ -208,6 +226,23 @@ def fetch(
     if dest.is_file() and _verified(dest, sha256, md5, size):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(dest.parent):
+        if dest.is_file() and _verified(dest, sha256, md5, size):
+            return dest  # another process finished it while we waited
+        return _download(url, dest, sha256, md5, size, progress, session, timeout, retries)
+
+
+def _download(
+    url: str,
+    dest: Path,
+    sha256: str | None,
+    md5: str | None,
+    size: int | None,
+    progress: Progress | None,
+    session: requests.Session | None,
+    timeout: float,
+    retries: int,
+) -> Path:
     part = dest.with_name(dest.name + ".part")
     checks = _Checksums(sha256, md5)
     own_session = session is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,15 @@ def test_verified_file_is_not_downloaded_again(file_server, tmp_path):
     (tmp_path / "blob.bin").write_bytes(DATA[:-1] + b"!")  # damaged: replaced by a good copy
     download.fetch(url, tmp_path / "blob.bin", sha256=SHA256)
     assert (tmp_path / "blob.bin").read_bytes() == DATA
+
+
+def test_concurrent_fetches_of_one_file_download_it_once(file_server, tmp_path):
+    url = file_server.add("blob.bin", DATA)
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: download.fetch(url, tmp_path / "blob.bin", sha256=SHA256), range(4)))
+    assert len(file_server.requests) == 1
+    assert all(path.read_bytes() == DATA for path in paths)
+    assert _leftovers(tmp_path) == ["blob.bin"]
 
 
 def test_mirror_first_then_official(file_server, tmp_path, monkeypatch):

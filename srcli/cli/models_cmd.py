@@ -13,6 +13,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
@@ -72,17 +73,23 @@ def _catalogue_table(entries: list[weights.Weights]) -> Table:
 
 
 @contextmanager
-def download_progress() -> Iterator[Callable[[str, int | None], download.Progress]]:
-    """A rich byte progress bar (size, speed, ETA); yields `track(label, total)` -> a download callback."""
+def download_progress() -> Iterator[Callable[[str], download.Progress]]:
+    """A rich byte progress bar (size, speed, ETA); yields `track(label)` -> a download callback.
+
+    A line appears only once bytes move, so wrapping a `weights.resolve` that finds the file cached
+    shows nothing: `with download_progress() as track: resolve(name, scale, progress=track(name))`.
+    """
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())
     with Progress(*columns, console=console) as bar:
 
-        def track(label: str, total: int | None) -> download.Progress:
-            task = bar.add_task(label, total=total)
+        def track(label: str) -> download.Progress:
+            tasks: list[TaskID] = []
 
-            def update(done: int, size: int | None) -> None:
-                bar.update(task, completed=done, total=size)
+            def update(done: int, total: int | None) -> None:
+                if not tasks:
+                    tasks.append(bar.add_task(label, total=total))
+                bar.update(tasks[0], completed=done, total=total)
 
             return update
 
@@ -147,7 +154,7 @@ def register(app: typer.Typer) -> None:
             for item in items:
                 was_present = item.present()
                 try:
-                    path = item.fetch(mirror, track(item.name, item.size))
+                    path = item.fetch(mirror, track(item.name))
                 except SrcliError as error:
                     failures.append(error)
                     results.append({"name": item.name, "kind": item.kind, "status": "failed", "error": str(error)})
