@@ -29,6 +29,15 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _click_exception() -> type[Exception]:
+    """Click's usage-error base class; recent Typer releases vendor click as typer._click."""
+    try:
+        from click.exceptions import ClickException
+    except ImportError:
+        from typer._click.exceptions import ClickException
+    return ClickException
+
+
 def run(app: typer.Typer) -> None:
     """Run the app so that no user error ever shows a traceback (unless --debug)."""
     debug = "--debug" in sys.argv[1:]
@@ -48,12 +57,10 @@ def run(app: typer.Typer) -> None:
         fail(str(error), error.exit_code)
         sys.exit(error.exit_code)
     except Exception as error:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(error, click.exceptions.ClickException):
+        if isinstance(error, _click_exception()):
             error.show()
             sys.exit(error.exit_code)
-        if isinstance(error, click.exceptions.Abort):
+        if isinstance(error, typer.Abort):
             sys.exit(130)
         if debug:
             raise
