@@ -163,8 +163,8 @@ def orient(image: np.ndarray, orientation: int) -> np.ndarray:
     """Turn pixels stored with EXIF `orientation` into the upright view (the tag's eight cases)."""
     if orientation in (5, 6, 7, 8):
         image = np.swapaxes(image, 0, 1)  # transpose; then mirror as the case needs
-    flip_rows = orientation in (3, 4, 6, 7)
-    flip_columns = orientation in (2, 3, 7, 8)
+    flip_rows = orientation in (3, 4, 7, 8)
+    flip_columns = orientation in (2, 3, 6, 7)
     if flip_rows:
         image = image[::-1]
     if flip_columns:
