@@ -179,7 +179,8 @@ def encode_image(image: np.ndarray, extension: str, quality: int | None = None) 
     """Encode RGB(A)/grey for a format, adapting what the format cannot hold (16-bit, alpha)."""
     extension = extension.lower()
     if extension not in IMAGE_EXTENSIONS:
-        raise OutputError(f"cannot write {extension or 'files without an extension'}: use {', '.join(IMAGE_EXTENSIONS)}")
+        known = ", ".join(IMAGE_EXTENSIONS)
+        raise OutputError(f"cannot write {extension or 'files without an extension'}: use {known}")
     if image.dtype == np.uint16 and extension not in SIXTEEN_BIT_EXTENSIONS:
         image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
     if image.ndim == 3 and image.shape[2] == 4 and extension not in ALPHA_EXTENSIONS:
@@ -217,7 +218,9 @@ def write_image(path: Path, image: np.ndarray, quality: int | None = None) -> No
 def write_atomic(path: Path, data: bytes) -> None:
     """Never leave a partial file at `path`, even on Ctrl-C or a full disk."""
     try:
-        handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".part", delete=False)
+        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below; must outlive the block for os.replace
+            dir=path.parent, prefix=f".{path.name}.", suffix=".part", delete=False
+        )
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
     temp = Path(handle.name)

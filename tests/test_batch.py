@@ -6,24 +6,16 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
-from upscale_helpers import tiny_checkpoint
+from upscale_helpers import REPO, srcli_command, tiny_checkpoint, write_image
 
 from srcli.batch import Found, Job, Shard, collect_inputs, plan_jobs, scale_label
 from srcli.errors import OutputError
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _image(path: Path, seed: int = 0, size: tuple[int, int] = (12, 16)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8))
-    return path
+_image = write_image
 
 
 @pytest.fixture
@@ -85,7 +77,10 @@ def test_default_names_beside_files_and_in_a_sibling_folder_for_folders(tree):
     assert _targets(plan_jobs(single, None, "2")) == [str(tree / "a_x2.png")]
     folder, _ = collect_inputs([str(tree)], recursive=True)
     assert _targets(plan_jobs(folder, None, "4", "png")) == [
-        f"{tree}_x4/a_x4.png", f"{tree}_x4/b_x4.png", f"{tree}_x4/sub/c_x4.png", f"{tree}_x4/sub/deeper/d_x4.png"
+        f"{tree}_x4/a_x4.png",
+        f"{tree}_x4/b_x4.png",
+        f"{tree}_x4/sub/c_x4.png",
+        f"{tree}_x4/sub/deeper/d_x4.png",
     ]
 
 
@@ -115,7 +110,7 @@ def test_an_input_is_never_overwritten_even_with_overwrite(tmp_path):
 def test_existing_outputs_refused_skipped_or_overwritten(tmp_path):
     found, _ = collect_inputs([str(_image(tmp_path / "a.png")), str(_image(tmp_path / "b.png"))])
     (tmp_path / "a_x2.png").write_bytes(b"old")
-    with pytest.raises(OutputError, match="a_x2.png already exists: pass --skip-existing or --overwrite"):
+    with pytest.raises(OutputError, match=r"a_x2\.png already exists: pass --skip-existing or --overwrite"):
         plan_jobs(found, None, "2")
     assert [job.skip for job in plan_jobs(found, None, "2", existing="skip")] == [True, False]
     assert [job.skip for job in plan_jobs(found, None, "2", existing="overwrite")] == [False, False]
@@ -155,14 +150,23 @@ def test_two_processes_share_a_folder(tmp_path):
         _image(tmp_path / "in" / f"{index}.png", index)
     checkpoint = tiny_checkpoint(tmp_path / "tiny.pt")
     port = str(_free_port())
-    command = [sys.executable, "-m", "srcli", "upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
-               "--weights", str(checkpoint), "--device", "cpu", "--json"]
+    command = srcli_command(
+        "upscale", tmp_path / "in", "-o", tmp_path / "out", "--weights", checkpoint, "--device", "cpu", "--json"
+    )
     processes = []
     for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "OMP_NUM_THREADS": "1"}
-        processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True))
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+            "OMP_NUM_THREADS": "1",
+        }
+        processes.append(
+            subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
     outputs = [process.communicate(timeout=300) for process in processes]
     assert [process.returncode for process in processes] == [0, 0], outputs
     assert outputs[1][0] == ""  # only rank 0 reports on stdout

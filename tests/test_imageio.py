@@ -55,7 +55,9 @@ def test_channel_order_is_rgb(tmp_path):
     red[..., 0] = 255
     write_image(tmp_path / "red.png", red)
     assert cv2.imread(str(tmp_path / "red.png"))[0, 0].tolist() == [0, 0, 255]  # BGR on disk
-    cv2.imwrite(str(tmp_path / "blue.png"), np.dstack([np.full((4, 4), 255, np.uint8), *[np.zeros((4, 4), np.uint8)] * 2]))
+    blue_in_bgr = np.zeros((4, 4, 3), np.uint8)
+    blue_in_bgr[..., 0] = 255
+    cv2.imwrite(str(tmp_path / "blue.png"), blue_in_bgr)
     assert read_image(tmp_path / "blue.png")[0, 0].tolist() == [0, 0, 255]
 
 

@@ -5,10 +5,27 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
 from srcli.models import build
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_image(path: Path, seed: int = 0, shape: tuple[int, ...] = (12, 16, 3), dtype=np.uint8) -> Path:
+    """A random image written by OpenCV (independently of srcli's writer), creating folders as needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    peak = np.iinfo(dtype).max
+    assert cv2.imwrite(str(path), np.random.default_rng(seed).integers(0, peak + 1, shape, dtype=dtype))
+    return path
+
+
+def srcli_command(*arguments: object) -> list[str]:
+    """`python -m srcli ARGUMENTS...` for a real child process (run it with cwd=REPO)."""
+    return [sys.executable, "-m", "srcli", *map(str, arguments)]
 
 
 def tiny_checkpoint(path: Path, scale: int = 2) -> Path:

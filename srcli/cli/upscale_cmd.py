@@ -38,13 +38,13 @@ def parse_pixels(text: str) -> int:
     """'120M', '1.5G', '5000000' -> a pixel count; 0 means no limit."""
     cleaned = text.strip().lower()
     number = cleaned.rstrip("kmgp")
-    unit = cleaned[len(number):]
+    unit = cleaned[len(number) :]
     try:
         value = float(number) * _UNITS.get(unit, 1.0 if not unit else float("nan"))
     except ValueError:
         value = float("nan")
     if not value >= 0:
-        raise typer.BadParameter(f"{text!r} is not a pixel count (examples: 120M, 1.5G, 5000000)")
+        raise SrcliError(f"--max-pixels {text!r} is not a pixel count (examples: 120M, 1.5G, 5000000)")
     return int(value)
 
 
@@ -80,13 +80,15 @@ def register(app: typer.Typer) -> None:
             None, "-o", "--output", help="Output file (one input) or folder. Default: beside each input."
         ),
         scale: int | None = typer.Option(
-            None, "-s", "--scale", min=2, max=4, help="Model scale: 2, 3 or 4. Default: the checkpoint's, else 4."
+            None, "-s", "--scale", help="Model scale: 2, 3 or 4. Default: the checkpoint's, else 4."
         ),
         model: str | None = typer.Option(None, "-m", "--model", help="Catalogue model name (see `srcli models`)."),
         weights_path: Path | None = typer.Option(
             None, "-w", "--weights", help="A checkpoint file (.pt/.pth, EDSR/MDSR/VDSR; detected from its tensors)."
         ),
-        ensemble: bool = typer.Option(False, "--ensemble", help="Geometric self-ensemble x8 (EDSR+): better, ~8x slower."),
+        ensemble: bool = typer.Option(
+            False, "--ensemble", help="Geometric self-ensemble x8 (EDSR+): a little better, ~8x slower."
+        ),
         tile: int | None = typer.Option(
             None, "--tile", min=0, help="Tile size in input pixels; 0 = whole image. Default: from free memory."
         ),
@@ -106,7 +108,7 @@ def register(app: typer.Typer) -> None:
         skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave outputs that already exist."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs that already exist (never inputs)."),
         max_pixels: str = typer.Option(
-            f"{DEFAULT_MAX_PIXELS // 1_000_000}M", "--max-pixels", help="Refuse larger inputs (e.g. 300M; 0 = no limit)."
+            f"{DEFAULT_MAX_PIXELS // 1_000_000}M", "--max-pixels", help="Refuse larger inputs (300M, 1G; 0: none)."
         ),
         as_json: bool = typer.Option(False, "--json", help="Print a machine-readable result on stdout."),
     ) -> None:
@@ -126,16 +128,36 @@ def register(app: typer.Typer) -> None:
           torchrun --nproc-per-node 4 -m srcli upscale huge_folder/ -o out/   (each process takes a share)
         """
         if skip_existing and overwrite:
-            raise typer.BadParameter("--skip-existing and --overwrite contradict each other")
+            raise SrcliError("--skip-existing and --overwrite contradict each other: pick one")
+        pixel_limit = parse_pixels(max_pixels) or None
         shard = join_shard()
         try:
             code = _upscale(
-                shard, inputs, output, scale, model, weights_path,
-                UpscaleOptions(device=_shard_device(device, shard), precision=precision, tile=tile,
-                               tile_pad=tile_pad, ensemble=ensemble, outscale=outscale),
-                output_format, quality, recursive, "skip" if skip_existing else "overwrite" if overwrite else "refuse",
-                parse_pixels(max_pixels) or None, as_json,
+                shard,
+                inputs,
+                output,
+                scale,
+                model,
+                weights_path,
+                UpscaleOptions(
+                    device=_shard_device(device, shard),
+                    precision=precision,
+                    tile=tile,
+                    tile_pad=tile_pad,
+                    ensemble=ensemble,
+                    outscale=outscale,
+                ),
+                output_format,
+                quality,
+                recursive,
+                "skip" if skip_existing else "overwrite" if overwrite else "refuse",
+                pixel_limit,
+                as_json,
             )
+        except KeyboardInterrupt:
+            # Handled here so the exit status is 130 whatever the framework does with KeyboardInterrupt.
+            console.print("[yellow]interrupted[/]: finished images are kept; no partial file was left behind")
+            code = 130
         finally:
             leave_shard(shard)
         if code:
@@ -174,6 +196,7 @@ def _upscale(
     shard.wait_for_all()
     upscaler = Upscaler(resolved.model, scale, options)
     pipeline = ImagePipeline(upscaler)
+    device = str(getattr(upscaler, "device", options.device))
     mine = shard.take(jobs)
     lone = len(jobs) + len(problems) == 1
     if shard.rank == 0:
@@ -181,7 +204,8 @@ def _upscale(
             _report_failure(problem)
         if not lone:
             where = f", {shard.world} processes" if shard.world > 1 else ""
-            console.print(f"upscaling {len(jobs)} image(s) x{label} with {resolved.name} on {getattr(upscaler, 'device', options.device)}{where}")
+            heading = f"upscaling {len(jobs)} image(s) x{label} with {resolved.name} on {device}{where}"
+            console.print(heading, soft_wrap=True)
 
     with _progress(len(mine)) as progress:
         images = progress.add_task("images", total=len(mine))
@@ -206,7 +230,7 @@ def _upscale(
     summary.seconds = time.perf_counter() - started
     if shard.rank == 0:
         if as_json:
-            stdout.print_json(json.dumps(_json(summary, resolved.name, scale, label, str(getattr(upscaler, "device", options.device)), shard)))
+            stdout.print_json(json.dumps(_json(summary, resolved.name, scale, label, device, shard)))
         if lone:
             _report_single(summary.results[0])
         else:
