@@ -103,7 +103,9 @@ def register(app: typer.Typer) -> None:
         output_format: str | None = typer.Option(
             None, "-f", "--format", help="Output format: png, jpg, webp, bmp, tif. Default: the input's."
         ),
-        quality: int | None = typer.Option(None, "-q", "--quality", min=1, max=100, help="JPEG/WebP quality (1-100)."),
+        quality: int | None = typer.Option(
+            None, "-q", "--quality", min=1, max=100, help="JPEG/WebP quality (1-100); WebP without it is lossless."
+        ),
         recursive: bool = typer.Option(False, "-r", "--recursive", help="Include images in sub-folders."),
         skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave outputs that already exist."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs that already exist (never inputs)."),
