@@ -32,8 +32,9 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 def run(app: typer.Typer) -> None:
     """Run the app so that no user error ever shows a traceback (unless --debug)."""
     debug = "--debug" in sys.argv[1:]
+    returned = None
     try:
-        app(standalone_mode=False)
+        returned = app(standalone_mode=False)
     except SystemExit as stop:
         raise stop
     except typer.Exit as stop:
@@ -58,6 +59,9 @@ def run(app: typer.Typer) -> None:
             raise
         fail(f"{type(error).__name__}: {error} (run with --debug for the traceback)", 1)
         sys.exit(1)
+    # With standalone_mode=False, Typer returns the code of a raised typer.Exit instead of exiting.
+    if isinstance(returned, int) and returned != 0:
+        sys.exit(returned)
 
 
 def parse_scales(text: str) -> list[int]:
