@@ -26,6 +26,7 @@ from srcli.batch import (
     scale_label,
 )
 from srcli.cli.common import console, stdout
+from srcli.cli.models_cmd import download_progress
 from srcli.engine import UpscaleOptions, Upscaler
 from srcli.errors import SrcliError
 from srcli.imageio import DEFAULT_MAX_PIXELS
@@ -48,26 +49,29 @@ def parse_pixels(text: str) -> int:
     return int(value)
 
 
-def resolve_model(model: str | None, weights_path: Path | None, scale: int | None) -> tuple[weights.ResolvedModel, int]:
+def resolve_model(
+    model: str | None, weights_path: Path | None, scale: int | None, mirror: str | None = None
+) -> tuple[weights.ResolvedModel, int]:
     """--model / --weights / the catalogue's default -> a ready network and the scale it will run at."""
     if model and weights_path:
         raise SrcliError("give --model NAME or --weights PATH, not both")
-    if weights_path is not None and scale is None:
-        _, spec = weights.load_checkpoint(weights_path)
-        scale = spec.scales[0] if len(spec.scales) == 1 else 4
-    scale = scale or 4
-    name: object = model or (str(weights_path) if weights_path is not None else None)
+    name = model or (str(weights_path) if weights_path is not None else None)
     if name is None:
         default_model = getattr(weights, "default_model", None)
-        name = default_model(scale) if default_model is not None else None
+        name = default_model(scale or 4) if default_model is not None else None
         if name is None:
             raise SrcliError(
-                f"no built-in x{scale} model is available: pass --weights PATH (a .pt/.pth checkpoint) "
+                f"no built-in x{scale or 4} model is available: pass --weights PATH (a .pt/.pth checkpoint) "
                 "or --model NAME (see `srcli models`)"
             )
-    if isinstance(name, weights.ResolvedModel):
-        return name, scale
-    return weights.resolve(str(name), scale), scale
+    if console.is_terminal:  # a byte bar while a catalogue file downloads; logs and pipes need none
+        with download_progress() as track:
+            resolved = weights.resolve(name, scale, mirror=mirror, progress=track(f"downloading {name}"))
+    else:
+        resolved = weights.resolve(name, scale, mirror=mirror)
+    if scale is None:  # the checkpoint's own scale when it has one, else the common x4
+        scale = resolved.spec.scales[0] if len(resolved.spec.scales) == 1 else 4
+    return resolved, scale
 
 
 def register(app: typer.Typer) -> None:
@@ -112,6 +116,9 @@ def register(app: typer.Typer) -> None:
         max_pixels: str = typer.Option(
             f"{DEFAULT_MAX_PIXELS // 1_000_000}M", "--max-pixels", help="Refuse larger inputs (300M, 1G; 0: none)."
         ),
+        mirror: str | None = typer.Option(
+            None, "--mirror", metavar="URL", help="Mirror for catalogue downloads (default $SRCLI_MIRROR)."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print a machine-readable result on stdout."),
     ) -> None:
         """Upscale images with an EDSR, MDSR or VDSR model.
@@ -134,13 +141,13 @@ def register(app: typer.Typer) -> None:
         pixel_limit = parse_pixels(max_pixels) or None
         shard = join_shard()
         try:
+            resolved, scale = resolve_model(model, weights_path, scale, mirror)
             code = _upscale(
                 shard,
                 inputs,
                 output,
+                resolved,
                 scale,
-                model,
-                weights_path,
                 UpscaleOptions(
                     device=_shard_device(device, shard),
                     precision=precision,
@@ -179,9 +186,8 @@ def _upscale(
     shard: Shard,
     inputs: list[str],
     output: Path | None,
-    scale: int | None,
-    model: str | None,
-    weights_path: Path | None,
+    resolved: weights.ResolvedModel,
+    scale: int,
     options: UpscaleOptions,
     output_format: str | None,
     quality: int | None,
@@ -192,7 +198,6 @@ def _upscale(
 ) -> int:
     started = time.perf_counter()
     found, problems = collect_inputs(inputs, recursive)
-    resolved, scale = resolve_model(model, weights_path, scale)
     label = scale_label(options.outscale or scale)
     jobs = plan_jobs(found, output, label, output_format, existing)
     shard.wait_for_all()
