@@ -228,6 +228,18 @@ class Dataset:
         if missing:
             shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
             raise DatasetError(f"{self.name}: {folder} lacks {shown}")
+        for hr_path in self.hr_paths:
+            hr_size, lr_size = png_size(hr_path), png_size(folder / self.spec.lr_file(hr_path.stem, scale))
+            if hr_size and lr_size:
+                self._check_sizes(hr_path.stem, hr_size, lr_size, scale)
+
+    def _check_sizes(self, stem: str, hr: tuple[int, ...], lr: tuple[int, ...], scale: int) -> None:
+        expected = (hr[0] // scale, hr[1] // scale)
+        if tuple(lr[:2]) != expected:
+            raise DatasetError(
+                f"{self.name}/{stem}: LR is {lr[1]}x{lr[0]} but HR {hr[1]}x{hr[0]} at x{scale} "
+                f"needs LR {expected[1]}x{expected[0]}"
+            )
 
     def pairs(self, scale: int) -> Iterator[ImagePair]:
         """HR/LR pairs at `scale`; LR made with MATLAB bicubic where the copy has none for that scale."""
@@ -239,13 +251,17 @@ class Dataset:
                 yield ImagePair(hr_path.stem, hr, downscale(hr, scale), True)
                 continue
             lr = read_image(lr_path)
-            expected = (hr.shape[0] // scale, hr.shape[1] // scale)
-            if lr.shape[:2] != expected or lr.ndim != hr.ndim:
-                raise DatasetError(
-                    f"{self.name}/{hr_path.stem}: LR {lr.shape[1]}x{lr.shape[0]} does not match HR "
-                    f"{hr.shape[1]}x{hr.shape[0]} at x{scale} (expected LR {expected[1]}x{expected[0]})"
-                )
+            self._check_sizes(hr_path.stem, hr.shape, lr.shape, scale)
             yield ImagePair(hr_path.stem, hr, lr, False)
+
+
+def png_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) from a PNG's header without decoding it; None for anything else."""
+    with open(path, "rb") as handle:
+        head = handle.read(24)
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -374,31 +390,39 @@ def extract(archive_path: Path, target: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=target))
     try:
         if zipfile.is_zipfile(archive_path):
-            with zipfile.ZipFile(archive_path) as zipped:
-                for name, info in _zip_members(zipped, label):
-                    if info.is_dir():
-                        (staging / name).mkdir(parents=True, exist_ok=True)
-                        continue
-                    with zipped.open(info) as source:
-                        _write_member(staging / name, source)
+            _extract_zip(archive_path, staging, label)
+        elif tarfile.is_tarfile(archive_path):
+            _extract_tar(archive_path, staging, label)
         else:
-            try:
-                tarred = tarfile.open(archive_path)
-            except tarfile.TarError:
-                raise DatasetError(f"{label}: not a tar or zip archive") from None
-            with tarred:
-                for name, member in _tar_members(tarred, label):
-                    if member.isdir():
-                        (staging / name).mkdir(parents=True, exist_ok=True)
-                        continue
-                    source = tarred.extractfile(member)
-                    assert source is not None  # regular files always have data
-                    _write_member(staging / name, source)
+            raise DatasetError(f"{label}: not a tar or zip archive")
         _merge_into(staging, target)
     except (OSError, zipfile.BadZipFile, tarfile.TarError) as error:
         raise DatasetError(f"{label}: extraction failed ({type(error).__name__}: {error})") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _extract_zip(path: Path, staging: Path, label: str) -> None:
+    with zipfile.ZipFile(path) as zipped:
+        for name, info in _zip_members(zipped, label):
+            if info.is_dir():
+                (staging / name).mkdir(parents=True, exist_ok=True)
+                continue
+            with zipped.open(info) as source:
+                _write_member(staging / name, source)
+
+
+def _extract_tar(path: Path, staging: Path, label: str) -> None:
+    with tarfile.open(path) as tarred:
+        for name, member in _tar_members(tarred, label):
+            if member.isdir():
+                (staging / name).mkdir(parents=True, exist_ok=True)
+                continue
+            source = tarred.extractfile(member)
+            if source is None:
+                raise DatasetError(f"{label}: member {name!r} has no data")
+            with source:
+                _write_member(staging / name, source)
 
 
 def _write_member(path: Path, source) -> None:

@@ -245,9 +245,9 @@ def evaluate(
         sr, hr = _super_resolve(pair, scale, upscaler, rules)
         seconds = time.perf_counter() - started
         sr = _match_channels(sr, hr)
-        shave = rules.shave(scale)
+        shave, y_channel = rules.shave(scale), rules.y_channel
         result.rows.append(ImageScore(
-            pair.name, psnr(sr, hr, shave, rules.y_channel), ssim(sr, hr, shave, rules.y_channel), seconds, pair.lr_generated
+            pair.name, psnr(sr, hr, shave, y_channel), ssim(sr, hr, shave, y_channel), seconds, pair.lr_generated
         ))
         if save_dir is not None:
             _save(sr, Path(save_dir) / dataset.name / f"x{scale}" / f"{pair.name}.png")
