@@ -463,3 +463,22 @@ def prepare(
     for archive in missing:
         download_archive(archive, mirror=mirror, home=home, progress=progress)
     return open_dataset(spec, home)
+
+
+def _downloadables():
+    """Each archive as a thing `srcli download NAME` can fetch (name: the file without its extension)."""
+    for archive in ARCHIVES.values():
+        yield Downloadable(
+            name=archive.file.rsplit(".", 1)[0], kind="dataset", size=None,
+            describe=f"dataset archive {archive.file}, extracted into {datasets_home() / archive.home}",
+            present=lambda archive=archive: is_extracted(archive),
+            fetch=lambda mirror, progress, archive=archive: download_archive(archive, mirror=mirror, progress=progress),
+        )
+
+
+try:  # make the archives known to `srcli download` where the shared downloader offers a registry
+    from srcli.download import Downloadable, register
+except ImportError:  # pragma: no cover - srcli.download not merged yet
+    pass
+else:
+    register("dataset", _downloadables)

@@ -23,8 +23,9 @@ from srcli.cli import main
 from srcli.datasets import Archive, extract, prepare
 from srcli.errors import DatasetError, DownloadError
 from srcli.evaluate import evaluate
+from srcli.metrics import psnr
 from srcli.models import build
-from srcli.resize import downscale
+from srcli.resize import downscale, imresize
 from srcli.weights import resolve
 
 # --- published numbers -----------------------------------------------------------------------------
@@ -50,11 +51,12 @@ def test_bicubic_gives_the_papers_bicubic_column(benchmark_dir, set_name):
         assert result.reference is not None and result.reference.psnr == paper_psnr
 
 
-@pytest.mark.parametrize(("scale", "authors"), [(2, 37.65), (3, 33.77), (4, 31.45)])
+@pytest.mark.parametrize(("scale", "authors"), [(2, 37.65), (4, 31.45)])
 def test_vdsr_set5_matches_its_authors(benchmark_dir, vdsr_checkpoint, scale, authors):
-    # Measured with a direct pipeline (float-path bicubic, Y through the net, colour from bicubic,
-    # quantized RGB scored): 37.608 / 33.759 / 31.446. The authors' 37.65 comes from the classic
-    # luma-only degradation (measured 37.653 that way); scoring the published RGB LR costs 0.04 dB at x2.
+    # Measured (float-path bicubic of the published RGB LR, Y through the net, colour from bicubic,
+    # quantized RGB scored): 37.608 / 33.759 / 31.446 at x2/x3/x4. The authors' 37.65 comes from the
+    # classic luma-only degradation (37.653 measured that way). x3 is left out to keep CI short: each
+    # scale runs the 20-layer net over Set5 at HR size on CPU (about 15 s alone, 35 s on a busy 2-core box).
     torch.set_num_threads(2)
     result = evaluate(prepare("Set5", benchmark_dir), scale, resolve(str(vdsr_checkpoint), scale), device="cpu")
     assert result.psnr == pytest.approx(authors, abs=0.05)
@@ -275,3 +277,20 @@ def test_model_of_another_scale_is_refused(tmp_path, monkeypatch, capsys):
     root = _layout(tmp_path, _benchmark_files())
     _expect_one_line_error(monkeypatch, capsys, ["set5", "--weights", str(checkpoint), "--scale", "2,4",
                                                  "--data-dir", str(root)], "x4")
+
+
+def test_div2k_rgb_protocol_scores_rgb_with_shave_scale_plus_6_and_saves_what_it_scored(tmp_path, monkeypatch, capsys):
+    images = _images()
+    root = _layout(tmp_path, _benchmark_files(images=images))
+    save = tmp_path / "sr"
+    code, out, _ = _cli(monkeypatch, capsys, "set5", "--model", "bicubic", "--scale", "2", "--protocol", "div2k-rgb",
+                        "--data-dir", str(root), "--save-dir", str(save), "--json", "--per-image")
+    assert code == 0
+    rows = json.loads(out)["results"][0]["rows"]
+    for row in rows:
+        hr = images[row["name"]]
+        expected = imresize(downscale(hr, 2), 2)
+        saved = cv2.cvtColor(cv2.imread(str(save / "Set5" / "x2" / f"{row['name']}.png")), cv2.COLOR_BGR2RGB)
+        assert np.array_equal(saved, expected)
+        assert row["psnr"] == pytest.approx(psnr(expected, hr, shave=8, y_channel=False), abs=1e-9)
+        assert row["psnr"] != pytest.approx(psnr(expected, hr, shave=2, y_channel=True), abs=1e-3)
