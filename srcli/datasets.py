@@ -18,7 +18,9 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 import cv2
 import numpy as np
@@ -353,29 +355,29 @@ def _unsafe_reason(name: str) -> str | None:
     return None
 
 
-def _tar_members(archive: tarfile.TarFile, label: str) -> list[tuple[str, tarfile.TarInfo]]:
-    members = []
+def _refuse(label: str, name: str, reason: str | None) -> None:
+    if reason:
+        raise DatasetError(f"{label}: refused, member {name!r} is {reason}")
+
+
+def _tar_entries(archive: tarfile.TarFile, label: str) -> list[tuple[str, Callable[[], IO[bytes]] | None]]:
+    """(name, opener or None for a folder) per member, after every member passed the checks."""
+    entries = []
     for member in archive.getmembers():
-        reason = _unsafe_reason(member.name)
-        if reason is None and not (member.isfile() or member.isdir()):
-            reason = "a link or special file"
-        if reason:
-            raise DatasetError(f"{label}: refused, member {member.name!r} is {reason}")
-        members.append((member.name, member))
-    return members
+        _refuse(label, member.name, _unsafe_reason(member.name)
+                or (None if member.isfile() or member.isdir() else "a link or special file"))
+        entries.append((member.name, partial(archive.extractfile, member) if member.isfile() else None))
+    return entries
 
 
-def _zip_members(archive: zipfile.ZipFile, label: str) -> list[tuple[str, zipfile.ZipInfo]]:
-    members = []
+def _zip_entries(archive: zipfile.ZipFile, label: str) -> list[tuple[str, Callable[[], IO[bytes]] | None]]:
+    entries = []
     for info in archive.infolist():
         mode = info.external_attr >> 16
-        reason = _unsafe_reason(info.filename)
-        if reason is None and mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-            reason = "a link or special file"
-        if reason:
-            raise DatasetError(f"{label}: refused, member {info.filename!r} is {reason}")
-        members.append((info.filename, info))
-    return members
+        special = mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+        _refuse(label, info.filename, _unsafe_reason(info.filename) or ("a link or special file" if special else None))
+        entries.append((info.filename, None if info.is_dir() else partial(archive.open, info)))
+    return entries
 
 
 def extract(archive_path: Path, target: Path) -> None:
@@ -390,9 +392,11 @@ def extract(archive_path: Path, target: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=target))
     try:
         if zipfile.is_zipfile(archive_path):
-            _extract_zip(archive_path, staging, label)
+            with zipfile.ZipFile(archive_path) as zipped:
+                _write_entries(_zip_entries(zipped, label), staging)
         elif tarfile.is_tarfile(archive_path):
-            _extract_tar(archive_path, staging, label)
+            with tarfile.open(archive_path) as tarred:
+                _write_entries(_tar_entries(tarred, label), staging)
         else:
             raise DatasetError(f"{label}: not a tar or zip archive")
         _merge_into(staging, target)
@@ -402,33 +406,15 @@ def extract(archive_path: Path, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _extract_zip(path: Path, staging: Path, label: str) -> None:
-    with zipfile.ZipFile(path) as zipped:
-        for name, info in _zip_members(zipped, label):
-            if info.is_dir():
-                (staging / name).mkdir(parents=True, exist_ok=True)
-                continue
-            with zipped.open(info) as source:
-                _write_member(staging / name, source)
-
-
-def _extract_tar(path: Path, staging: Path, label: str) -> None:
-    with tarfile.open(path) as tarred:
-        for name, member in _tar_members(tarred, label):
-            if member.isdir():
-                (staging / name).mkdir(parents=True, exist_ok=True)
-                continue
-            source = tarred.extractfile(member)
-            if source is None:
-                raise DatasetError(f"{label}: member {name!r} has no data")
-            with source:
-                _write_member(staging / name, source)
-
-
-def _write_member(path: Path, source) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as handle:
-        shutil.copyfileobj(source, handle, 1 << 20)
+def _write_entries(entries: list[tuple[str, Callable[[], IO[bytes]] | None]], staging: Path) -> None:
+    for name, opener in entries:
+        path = staging / name
+        if opener is None:
+            path.mkdir(parents=True, exist_ok=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with opener() as source, path.open("wb") as handle:
+            shutil.copyfileobj(source, handle, 1 << 20)
 
 
 def _merge_into(source: Path, target: Path) -> None:
