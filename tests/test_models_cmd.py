@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from srcli.cli import app, main
+from srcli.datasets import ARCHIVES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,7 +26,7 @@ OFFICIAL = {
     "mdsr-baseline": ("a00cab12f80c2a7cf0a15c3b9fcae3cfe9273121e8942692303e5010d1dca5ef", 12924933),
     "mdsr": ("4a78bedfdb8fb1ad81b4bce9e13a907c0355a2ab52adafe2da868f9bb9096311", 31869146),
 }
-KNOWN = ", ".join(sorted(OFFICIAL))
+KNOWN = ", ".join(sorted([*OFFICIAL, *(file.rsplit(".", 1)[0] for file in ARCHIVES)]))
 
 
 def test_models_json_lists_every_official_file(srcli_home):

@@ -25,7 +25,7 @@ from srcli.cli.common import console
 from srcli.errors import SrcliError
 
 # Modules that register downloadable things with srcli.download.register() when imported.
-PROVIDERS: tuple[str, ...] = ("srcli.weights",)
+PROVIDERS: tuple[str, ...] = ("srcli.weights", "srcli.datasets")
 
 _STATUS_STYLE = {"cached": "green", "embedded": "cyan", "remote": "dim", "missing": "red"}
 
