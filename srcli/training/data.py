@@ -39,10 +39,7 @@ def find_images(folders: Iterable[str | Path]) -> list[Path]:
         root = Path(folder)
         if not root.exists():
             raise TrainingError(f"data folder {root} does not exist")
-        if root.is_file():
-            candidates = [root]
-        else:
-            candidates = [p for p in root.rglob("*") if p.is_file()]
+        candidates = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
         found = sorted(p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES)
         if not found:
             raise TrainingError(f"data folder {root} holds no PNG, BMP or JPEG image")

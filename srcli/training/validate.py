@@ -72,10 +72,7 @@ def super_resolve(model: nn.Module, lr: np.ndarray, scale: int, device: torch.de
         out = model(tensor * (model.pixel_max / 255.0), scale)
         return out[0].float().cpu().numpy().transpose(1, 2, 0) * (255.0 / model.pixel_max)
     upscaled = imresize(lr.astype(np.float64), size=(lr.shape[0] * scale, lr.shape[1] * scale))
-    if model.channels == 1:
-        planes = (rgb_to_y(upscaled) / 255.0)[None]
-    else:
-        planes = upscaled.transpose(2, 0, 1) / 255.0
+    planes = (rgb_to_y(upscaled) / 255.0)[None] if model.channels == 1 else upscaled.transpose(2, 0, 1) / 255.0
     tensor = torch.from_numpy(np.ascontiguousarray(planes)).float()[None].to(device)
     out = model(tensor * model.pixel_max)[0].float().cpu().numpy() * (255.0 / model.pixel_max)
     return out[0] if model.channels == 1 else out.transpose(1, 2, 0)
