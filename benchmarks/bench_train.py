@@ -25,11 +25,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from srcli.training import Trainer, make_config  # noqa: E402
+from srcli.training import Trainer, make_config
 
 
 def synthetic_images(folder: Path, count: int = 24) -> Path:

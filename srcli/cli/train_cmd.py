@@ -122,6 +122,8 @@ def register(app: typer.Typer) -> None:
         val_every: int = typer.Option(None, "--val-every", help="Validate every N steps [1000]."),
         checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Write latest.pt every N steps [1000]."),
         log_every: int = typer.Option(None, "--log-every", help="Log loss/speed every N steps [100]."),
+        max_minutes: float = typer.Option(None, "--max-minutes",
+                                          help="Stop after this many minutes of training (checkpoint + export)."),
         device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N [auto]."),
         amp: str = typer.Option(None, "--amp", help="auto (bf16 on CUDA) | bf16 | fp16 | none."),
         workers: int = typer.Option(None, "--workers", help="Batch-building threads [4 on CUDA, 1 on CPU]."),
@@ -154,7 +156,8 @@ def register(app: typer.Typer) -> None:
             "out": str(out), "steps": steps, "batch": batch, "patch": patch, "lr": lr, "lr_step": lr_step,
             "lr_gamma": lr_gamma, "lr_schedule": lr_schedule, "clip": clip, "weight_decay": weight_decay,
             "init_from": str(init_from) if init_from else None, "val_set": val_set, "val_every": val_every,
-            "checkpoint_every": checkpoint_every, "log_every": log_every, "device": device, "amp": amp,
+            "checkpoint_every": checkpoint_every, "log_every": log_every, "max_minutes": max_minutes,
+            "device": device, "amp": amp,
             "workers": workers, "seed": seed, "cache_dir": str(cache_dir) if cache_dir else None,
             "compile": compile_model, "export_fp16": export_fp16,
         }

@@ -201,6 +201,13 @@ def _augment(patch: np.ndarray, code: int) -> np.ndarray:
     return patch
 
 
+def minibatch_scale(scales: list[int], seed: int, step: int) -> int:
+    """MDSR's scale for a whole minibatch; drawn from seed and step only, so every DDP rank agrees."""
+    if len(scales) == 1:
+        return scales[0]
+    return scales[int(np.random.default_rng([seed, 7, step]).integers(len(scales)))]
+
+
 class PatchSampler:
     """Random aligned patches with flips and 90° rotations; `batch(step)` depends only on seed, rank, step.
 
@@ -219,10 +226,7 @@ class PatchSampler:
         self.scales = sorted(data.lr)
 
     def scale_for(self, step: int) -> int:
-        """The scale of a whole minibatch (EDSR/MDSR); the same on every rank."""
-        if len(self.scales) == 1:
-            return self.scales[0]
-        return self.scales[int(np.random.default_rng([self.seed, 7, step]).integers(len(self.scales)))]
+        return minibatch_scale(self.scales, self.seed, step)
 
     def batch(self, step: int) -> tuple[np.ndarray, np.ndarray, int]:
         """(input, target, scale) as uint8 NHWC (EDSR/MDSR) or float32 NHW (VDSR); scale 0 = mixed."""

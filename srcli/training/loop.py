@@ -10,6 +10,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -252,8 +253,13 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.dist.start(device)
+        created = self.is_main and not self.run_dir.exists()
         try:
             return self._run(device, amp_dtype, val_dir)
+        except TrainingError:
+            if created and not (self.run_dir / "latest.pt").exists():
+                shutil.rmtree(self.run_dir, ignore_errors=True)  # a refused run leaves nothing behind
+            raise
         finally:
             self.dist.stop()
 
@@ -363,10 +369,14 @@ class Trainer:
         window_steps, window_start = 0, time.perf_counter()
         saved_step = step
         interrupted = False
+        deadline = time.monotonic() + config.max_minutes * 60 if config.max_minutes > 0 else math.inf
         try:
             while step < config.steps:
                 if self._stop_requested:
                     interrupted = True
+                    break
+                if time.monotonic() > deadline:
+                    self._emit({"kind": "data", "message": f"--max-minutes {config.max_minutes} reached, step {step}"})
                     break
                 inputs, targets, scale = prefetch.get(step)
                 inputs, targets = to_model_input(inputs), to_model_input(targets)

@@ -45,6 +45,7 @@ class TrainConfig:
     val_every: int = 1000
     checkpoint_every: int = 1000
     log_every: int = 100
+    max_minutes: float = 0.0  # stop (checkpoint + export) after this much training time; 0 = no limit
     device: str = "auto"
     amp: str = "auto"  # auto (bf16 on CUDA, none on CPU) | bf16 | fp16 | none
     workers: int = -1  # batch-building threads; -1 = auto
@@ -69,7 +70,7 @@ class TrainConfig:
 
 # Settings that may change when a run is resumed: they do not alter what is learned.
 RUNTIME_FIELDS = frozenset(
-    {"steps", "val_set", "val_every", "checkpoint_every", "log_every", "device", "amp", "workers",
+    {"steps", "max_minutes", "val_set", "val_every", "checkpoint_every", "log_every", "device", "amp", "workers",
      "compile", "cache_dir", "export_fp16", "data", "out", "channels_last"}
 )
 
