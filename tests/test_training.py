@@ -168,3 +168,58 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(case: str, expected: str, tmp_
     assert len(errors) == 1 and expected in errors[0], result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists()  # a refused run writes nothing
+
+
+def test_a_sets_own_lr_is_used_and_its_lr_folders_are_not_taken_as_hr(tmp_path: Path) -> None:
+    hr = np.random.default_rng(2).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    own = np.full((20, 30, 3), 7, np.uint8)  # deliberately not the bicubic of hr
+    (tmp_path / "DIV2K_train_HR").mkdir()
+    (tmp_path / "DIV2K_train_LR_bicubic" / "X2").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "DIV2K_train_HR" / "0001.png"), hr)
+    cv2.imwrite(str(tmp_path / "DIV2K_train_LR_bicubic" / "X2" / "0001x2.png"), own)
+    data = load_training_data([str(tmp_path)], [2, 3], "lr", None)
+    assert len(data) == 1
+    assert np.array_equal(data.lr[2][0], own)
+    assert np.array_equal(data.lr[3][0], downscale(hr[:, :, ::-1], 3))
+
+
+def test_ddp_on_two_cpu_processes_shards_patches_and_writes_once(tiny_images: Path, tmp_path: Path) -> None:
+    """Rank 0 sees the single-process batch, so step 1's loss matches; step 2 differs because the update
+    averaged rank 1's gradient (its own patches). Unused MDSR upsamplers stay untouched under DDP."""
+    single = _train(tmp_path / "single", tiny_images, recipe="mdsr-baseline", steps=2)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+               "-m", "srcli", "train", "--recipe", "mdsr-baseline", "--data", str(tiny_images), "--out", str(out),
+               "--steps", "2", "--batch", "4", "--patch", "12", "--log-every", "1", "--seed", "5"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ddp, alone = _losses(out), _losses(single.run_dir)
+    assert len(ddp) == 2  # one writer
+    assert ddp[0] == pytest.approx(alone[0], rel=1e-5)
+    assert ddp[1] != pytest.approx(alone[1], rel=1e-4)
+    trained = torch.load(out / "model.pt", weights_only=True)
+    torch.manual_seed(5)
+    fresh = build("mdsr-baseline", scales=(2, 3, 4)).state_dict()
+    used = {minibatch_scale([2, 3, 4], seed=5, step=s) for s in range(2)}
+    for index, scale in enumerate((2, 3, 4)):
+        key = f"upsample.{index}.0.weight"
+        assert torch.equal(trained[key], fresh[key]) == (scale not in used)
+
+
+def test_short_run_on_real_images_learns_resumes_and_exports(train_dir: Path, tmp_path: Path) -> None:
+    images = sorted((train_dir / "T91").iterdir())[:6]
+    out = tmp_path / "run"
+    settings = {"data": [str(p) for p in images], "out": str(out), "batch": 4, "patch": 24, "log_every": 1,
+                "checkpoint_every": 1000, "lr": 3e-4}
+    config, _ = configure("edsr-baseline", {**settings, "steps": 20}, resume=False)
+    Trainer(config).run()
+    config, state = configure(None, {**settings, "steps": 30}, resume=True)
+    result = Trainer(config, state).run()
+    losses = _losses(out)
+    assert len(losses) == 30 and result.step == 30
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
+    model, spec = load_checkpoint(result.weights)
+    assert spec.config["scale"] == 2
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 10, 12) * 255).shape == (1, 3, 20, 24)

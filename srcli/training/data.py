@@ -27,19 +27,27 @@ from srcli.metrics import rgb_to_y
 from srcli.resize import downscale, imresize, modcrop
 
 IMAGE_SUFFIXES = frozenset({".png", ".bmp", ".jpg", ".jpeg"})
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 EventCallback = Callable[[dict[str, Any]], None]
 
 
+def _is_lr_folder(relative: Path) -> bool:
+    """Inside a set's LR folders (DIV2K_train_LR_bicubic/, LR_bicubic/): those are inputs, not HR."""
+    return any(part.startswith("LR_") or "_LR_" in part for part in relative.parts[:-1])
+
+
 def find_images(folders: Iterable[str | Path]) -> list[Path]:
-    """Every PNG/BMP/JPEG under the folders (recursive), sorted so runs see the same order."""
+    """Every PNG/BMP/JPEG under the folders (recursive; LR folders skipped), sorted so runs see one order."""
     images: list[Path] = []
     for folder in folders:
         root = Path(folder)
         if not root.exists():
             raise TrainingError(f"data folder {root} does not exist")
-        candidates = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
+        if root.is_file():
+            candidates = [root]
+        else:
+            candidates = [p for p in root.rglob("*") if p.is_file() and not _is_lr_folder(p.relative_to(root))]
         found = sorted(p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES)
         if not found:
             raise TrainingError(f"data folder {root} holds no PNG, BMP or JPEG image")
@@ -91,13 +99,37 @@ def _load_npz(path: Path) -> list[np.ndarray]:
         return [archive[f"arr_{i}"] for i in range(len(archive.files))]
 
 
+def own_lr_path(hr_path: Path, scale: int) -> Path | None:
+    """The LR a set ships beside its HR: DIV2K (X_HR/0001.png -> X_LR_bicubic/X2/0001x2.png) or the
+    benchmark layout (HR/a.png -> LR_bicubic/X2/ax2.png); None when there is none."""
+    folder = hr_path.parent
+    if folder.name == "HR":
+        lr_folder = folder.parent / "LR_bicubic"
+    elif folder.name.endswith("_HR"):
+        lr_folder = folder.parent / (folder.name[: -len("HR")] + "LR_bicubic")
+    else:
+        return None
+    candidate = lr_folder / f"X{scale}" / f"{hr_path.stem}x{scale}{hr_path.suffix}"
+    return candidate if candidate.is_file() else None
+
+
+def _lr_for(hr: np.ndarray, path: Path, scale: int) -> np.ndarray:
+    """The set's own LR where present and of the right size, else the MATLAB bicubic of the HR."""
+    own = own_lr_path(path, scale)
+    if own is not None:
+        lr = read_rgb(own)
+        if lr is not None and lr.shape[:2] == (hr.shape[0] // scale, hr.shape[1] // scale):
+            return lr
+    return downscale(hr, scale)
+
+
 def _prepare_one(path: Path, mode: str, scales: list[int]) -> tuple[np.ndarray, dict[int, np.ndarray]] | None:
     hr = read_rgb(path)
     if hr is None:
         return None
     lows = {}
     for scale in scales:
-        lr = downscale(hr, scale)
+        lr = _lr_for(hr, path, scale)
         if mode == "ilr":
             cropped = modcrop(hr, scale)
             upscaled = imresize(lr.astype(np.float64), size=cropped.shape[:2])
