@@ -26,7 +26,7 @@ from srcli.errors import TrainingError
 from srcli.metrics import rgb_to_y
 from srcli.resize import downscale, imresize, modcrop
 
-IMAGE_SUFFIXES = frozenset({".png", ".bmp", ".jpg", ".jpeg"})
+IMAGE_SUFFIXES = frozenset({".png", ".bmp", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"})
 CACHE_VERSION = 2
 
 EventCallback = Callable[[dict[str, Any]], None]
@@ -50,7 +50,7 @@ def find_images(folders: Iterable[str | Path]) -> list[Path]:
             candidates = [p for p in root.rglob("*") if p.is_file() and not _is_lr_folder(p.relative_to(root))]
         found = sorted(p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES)
         if not found:
-            raise TrainingError(f"data folder {root} holds no PNG, BMP or JPEG image")
+            raise TrainingError(f"data folder {root} holds no PNG, BMP, JPEG, WebP or TIFF image")
         images.extend(found)
     return images
 
