@@ -1,18 +1,278 @@
-"""Pretrained catalogue and model resolution (INTERFACE STUB: only local checkpoint files).
+"""The pretrained catalogue, the weights cache, and resolution of a name or a file to a ready network.
 
-The weights helper fills in the catalogue, cache and downloads; keep the public signatures.
+One frozen `Weights` entry per file holds everything known about it (address, sha256, size, the
+preset that loads it, the scores it reaches), in the spirit of torchvision's weights API, so
+`srcli models` prints the catalogue and a test checks every entry. Two sources:
+
+- "official": the EDSR-PyTorch files, downloaded on first use into `data_home()/weights`
+  (mirror first when $SRCLI_MIRROR or `mirror=` is set), verified by sha256;
+- "embedded": models this project trained, shipped inside the package (`weights/manifest.json`
+  in the repository, `srcli/_weights/manifest.json` in a wheel), usable with no network.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from srcli.errors import CheckpointError, ScaleError
-from srcli.models import ModelSpec, normalise_state_dict
+from srcli import download
+from srcli.errors import CheckpointError, DownloadError, ScaleError, UnknownModelError
+from srcli.models import PRESETS, ModelSpec, build, detect, load_state_dict, normalise_state_dict, parameter_count
+
+OFFICIAL_BASE = "https://cv.snu.ac.kr/research/EDSR/models/"
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Score:
+    """One reported quality figure (PSNR in dB; SSIM when known)."""
+
+    psnr: float
+    ssim: float | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Weights:
+    """One pretrained file and everything known about it."""
+
+    name: str
+    preset: str  # a models.PRESETS key or an architecture name; `config` completes it
+    config: dict[str, Any]
+    scales: tuple[int, ...]
+    filename: str
+    sha256: str
+    bytes: int
+    parameters: int  # trainable, as the papers count them; a test rebuilds every preset to check
+    source: str  # "official" or "embedded"
+    url: str | None = None  # official address (a mirror holds the file under the same name)
+    path: Path | None = None  # embedded file
+    metrics: dict[str, dict[int, Score]] = field(default_factory=dict)  # set -> scale -> score
+    metrics_note: str = ""
+    recipe: str | None = None
+    steps: int | None = None
+    data: str | None = None
+    description: str = ""
+
+    @property
+    def arch(self) -> str:
+        return PRESETS[self.preset][0] if self.preset in PRESETS else self.preset
+
+    def build(self) -> nn.Module:
+        return build(self.preset, **self.config)
+
+    def local_path(self) -> Path:
+        """Where the file is (embedded) or will be once downloaded (official)."""
+        return self.path if self.path is not None else cache_dir() / self.filename
+
+    def status(self) -> str:
+        """'embedded', 'cached' (downloaded, right size) or 'remote' (needs a download)."""
+        if self.source == "embedded":
+            return "embedded" if self.local_path().is_file() else "missing"
+        local = self.local_path()
+        return "cached" if local.is_file() and local.stat().st_size == self.bytes else "remote"
+
+    def psnr(self, dataset: str, scale: int) -> float | None:
+        score = self.metrics.get(dataset, {}).get(scale)
+        return score.psnr if score else None
+
+
+def cache_dir() -> Path:
+    """Downloaded weights live here: `$SRCLI_HOME/weights`, else the user data dir's `weights`."""
+    return download.data_home() / "weights"
+
+
+# --- the official EDSR-PyTorch files (sources.md) ---------------------------------------------------
+
+_OFFICIAL_FILES = (
+    # name, preset, config, scales, filename, bytes, sha256, parameters
+    ("edsr-baseline-x2", "edsr-baseline", {"scale": 2}, (2,), "edsr_baseline_x2-1bc95232.pt", 5490680,
+     "1bc9523228fdc3b0a5ddb0d7062001e22b31bbb398ae09cfdefb97e8ee06e171", 1369859),
+    ("edsr-baseline-x3", "edsr-baseline", {"scale": 3}, (3,), "edsr_baseline_x3-abf2a44e.pt", 6229240,
+     "abf2a44e7a137228efa42a4264a23e12603168d43ac7596b1adef40c649b9240", 1554499),
+    ("edsr-baseline-x4", "edsr-baseline", {"scale": 4}, (4,), "edsr_baseline_x4-6b446fab.pt", 6081831,
+     "6b446fab734f4de74448d2fd1f3f990f5bae726e49dc7eff2ae9cefe444a1723", 1517571),
+    ("edsr-x2", "edsr", {"scale": 2}, (2,), "edsr_x2-0edfb8a3.pt", 162939971,
+     "0edfb8a3772c94485c939f81a8aeefe02cccdfbf45243c6d22b39c29eb7d46de", 40729603),
+    ("edsr-x3", "edsr", {"scale": 3}, (3,), "edsr_x3-ea3ef2c6.pt", 174741571,
+     "ea3ef2c6449845ac3bda7290480af76a53e5006beff60bf89c84ca62f986eeca", 43680003),
+    ("edsr-x4", "edsr", {"scale": 4}, (4,), "edsr_x4-4f62e9ef.pt", 172381555,
+     "4f62e9ef1a4ec6a7d3da4ed837116cec641e4e1566f98187151d813e83a0c1c8", 43089923),
+    ("mdsr-baseline", "mdsr-baseline", {}, (2, 3, 4), "mdsr_baseline-a00cab12.pt", 12924933,
+     "a00cab12f80c2a7cf0a15c3b9fcae3cfe9273121e8942692303e5010d1dca5ef", 3227203),
+    ("mdsr", "mdsr", {}, (2, 3, 4), "mdsr-4a78bedf.pt", 31869146,
+     "4a78bedfdb8fb1ad81b4bce9e13a907c0355a2ab52adafe2da868f9bb9096311", 7953987),
+)
+
+# Y channel, shave = scale, measured by torchSR on its copies of these files (x2, x3, x4).
+_BENCHMARK_PSNR = {
+    "edsr-baseline": {"Set5": (37.98, 34.37, 32.09), "Set14": (33.57, 30.28, 28.58),
+                      "B100": (32.15, 29.08, 27.56), "Urban100": (31.98, 28.15, 26.03)},
+    "edsr": {"Set5": (38.19, 34.68, 32.48), "Set14": (33.95, 30.53, 28.81),
+             "B100": (32.35, 29.26, 27.72), "Urban100": (32.97, 28.81, 26.65)},
+}
+# RGB PSNR on DIV2K 0801-0900, from EDSR-PyTorch's README (x2, x3, x4).
+DIV2K_RGB = "DIV2K-val (RGB)"
+_DIV2K_PSNR = {
+    "edsr-baseline": (34.61, 30.92, 28.95), "edsr": (35.03, 31.26, 29.25),
+    "mdsr-baseline": (34.63, 30.94, 28.97), "mdsr": (34.92, 31.22, 29.24),
+}
+_OFFICIAL_NOTE = "Set5/Set14/B100/Urban100: Y channel, shave=scale (torchSR); DIV2K-val: RGB (EDSR-PyTorch README)"
+
+
+def _official_metrics(preset: str, scales: tuple[int, ...]) -> dict[str, dict[int, Score]]:
+    tables = {**_BENCHMARK_PSNR.get(preset, {}), DIV2K_RGB: _DIV2K_PSNR[preset]}
+    return {
+        dataset: {s: Score(row[s - 2]) for s in scales}
+        for dataset, row in tables.items()
+    }
+
+
+OFFICIAL: tuple[Weights, ...] = tuple(
+    Weights(
+        name=name, preset=preset, config=config, scales=scales, filename=filename, sha256=sha256,
+        bytes=size, parameters=parameters, source="official", url=OFFICIAL_BASE + filename,
+        metrics=_official_metrics(preset, scales), metrics_note=_OFFICIAL_NOTE,
+        description=f"EDSR-PyTorch official {preset} weights (Lim et al. 2017), DIV2K-trained",
+    )
+    for name, preset, config, scales, filename, size, sha256, parameters in _OFFICIAL_FILES
+)
+
+
+# --- the project's own embedded models (weights/manifest.json) -------------------------------------
+
+
+def embedded_dirs() -> list[Path]:
+    """Where a manifest may be: inside the installed package first, then the source checkout."""
+    package = Path(__file__).resolve().parent
+    return [package / "_weights", package.parent / "weights"]
+
+
+def _manifest_dir() -> Path | None:
+    return next((d for d in embedded_dirs() if (d / MANIFEST).is_file()), None)
+
+
+def _manifest_entry(raw: dict[str, Any], folder: Path) -> Weights:
+    """One manifest record -> a catalogue entry (KeyError/TypeError/ValueError on a malformed one)."""
+    preset = raw["preset"]
+    if preset not in PRESETS and preset not in ("edsr", "mdsr", "vdsr"):
+        raise ValueError(f"unknown preset {preset!r}")
+    metrics = {
+        dataset: {int(s): Score(float(v["psnr"]), v.get("ssim")) for s, v in per_scale.items()}
+        for dataset, per_scale in raw.get("metrics", {}).items()
+    }
+    return Weights(
+        name=str(raw["name"]), preset=preset, config=dict(raw.get("config", {})),
+        scales=tuple(int(s) for s in raw["scales"]), filename=str(raw["file"]), sha256=str(raw["sha256"]).lower(),
+        bytes=int(raw["bytes"]), parameters=int(raw["parameters"]), source="embedded", path=folder / raw["file"],
+        metrics=metrics,
+        metrics_note=str(raw.get("metrics_note", "measured by `srcli eval` (Y channel, shave=scale)")),
+        recipe=raw.get("recipe"), steps=raw.get("steps"), data=raw.get("data"),
+        description=str(raw.get("description", "")),
+    )
+
+
+def read_manifest(folder: Path) -> list[Weights]:
+    """The entries of `folder/manifest.json`; a malformed manifest is one clear CheckpointError."""
+    path = folder / MANIFEST
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if document.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"format {document.get('format')!r} is not {MANIFEST_FORMAT}")
+        return [_manifest_entry(raw, folder) for raw in document["models"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CheckpointError(f"{path}: malformed weights manifest ({type(error).__name__}: {error})") from None
+
+
+def embedded() -> list[Weights]:
+    folder = _manifest_dir()
+    return read_manifest(folder) if folder else []
+
+
+def catalogue() -> dict[str, Weights]:
+    """Every known pretrained file by name: embedded (project-trained) first, then official."""
+    entries: dict[str, Weights] = {}
+    for entry in (*embedded(), *OFFICIAL):
+        if entry.name in entries:
+            raise CheckpointError(f"weights manifest: the name {entry.name!r} is used twice")
+        entries[entry.name] = entry
+    return entries
+
+
+def default_model(scale: int) -> str | None:
+    """The embedded model to use for `scale` when the user names none: the best Set5 PSNR wins."""
+    candidates = [entry for entry in embedded() if scale in entry.scales and entry.local_path().is_file()]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda entry: entry.psnr("Set5", scale) or 0.0).name
+
+
+def find(name: str, scale: int | None = None) -> Weights | None:
+    """A catalogue entry by exact name, or by family name plus scale ('edsr-baseline' at x4)."""
+    entries = catalogue()
+    if name in entries:
+        return entries[name]
+    if scale is not None:
+        return entries.get(f"{name}-x{scale}")
+    return None
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+def _describe_load_error(error: Exception) -> str:
+    text = str(error)
+    if isinstance(error, pickle.UnpicklingError) and "weights only" in text.lower():
+        return ("it holds Python objects beyond tensors, and loading them could run code; "
+                "re-save it as a plain state dict (torch.save(model.state_dict(), path))")
+    if isinstance(error, EOFError):
+        return "the file is empty"
+    if "central directory" in text or "EOF" in text or "corrupt" in text.lower():
+        return "the file is truncated or corrupted"
+    return "not a PyTorch checkpoint"
+
+
+def read_state_dict(path: Path) -> dict[str, Any]:
+    """torch.load with weights_only=True; every way a file can be wrong becomes one CheckpointError."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(f"{path}: {_describe_load_error(error)}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def load_checkpoint(path: Path) -> tuple[nn.Module, ModelSpec]:
+    """Load any supported checkpoint safely and strictly: every network tensor must be present and fit."""
+    state = read_state_dict(path)
+    try:
+        spec = detect(state)
+        model = load_state_dict(state)
+    except CheckpointError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    except RuntimeError as error:  # shape mismatches from load_state_dict
+        first = str(error).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"{path}: tensors do not fit the detected {detect(state).arch} ({first})") from None
+    model.eval()
+    return model, spec
+
+
+# --- resolution -----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -22,29 +282,175 @@ class ResolvedModel:
     model: nn.Module
     spec: ModelSpec
     name: str  # catalogue name, or the file path
+    path: Path | None = None
+    entry: Weights | None = None
 
 
-def load_checkpoint(path: Path) -> tuple[nn.Module, ModelSpec]:
-    """Load any supported checkpoint safely (weights_only=True) and build its network."""
-    from srcli.models import build
+def _offline_hint(entry: Weights) -> str:
+    shipped = [e.name for e in embedded()]
+    local = f"an embedded model ({', '.join(shipped)})" if shipped else "an embedded model (`srcli models`)"
+    return (f"to proceed: set {download.MIRROR_ENV} or --mirror to a base address that holds {entry.filename}, "
+            f"pass --weights PATH to a local copy, or use {local}")
 
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(download.CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def ensure_local(
+    entry: Weights,
+    *,
+    mirror: str | None = None,
+    progress: download.Progress | None = None,
+    offline: bool = False,
+    verify: bool = False,
+) -> Path:
+    """The entry's file on disk: embedded (verified) or cached, downloading it first if needed.
+
+    A cached file is trusted when its size is right (hashing 170 MB on every run costs); `verify=True`
+    re-hashes it in full, and a damaged one is downloaded again.
+    """
+    if entry.source == "embedded":
+        path = entry.local_path()
+        if not path.is_file():
+            raise CheckpointError(f"embedded model {entry.name}: {path} is missing from this installation")
+        if _sha256(path) != entry.sha256:
+            raise CheckpointError(f"embedded model {entry.name}: {path} fails its sha256 check (reinstall srcli)")
+        return path
+    if entry.status() == "cached" and not verify:
+        return entry.local_path()
+    if offline:
+        raise DownloadError(f"{entry.name} is not downloaded and srcli is offline; {_offline_hint(entry)}")
+    assert entry.url is not None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint file") from None
-    except Exception as error:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__})") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a state dict")
+        return download.fetch_first(
+            download.candidate_urls(entry.url, mirror), entry.local_path(),
+            sha256=entry.sha256, size=entry.bytes, progress=progress,
+        )
+    except DownloadError as error:
+        raise DownloadError(f"{entry.name} could not be downloaded ({error}); {_offline_hint(entry)}") from None
+
+
+def _check_scale(label: str, arch: str, scales: tuple[int, ...], scale: int | None) -> None:
+    """VDSR works on any bicubic-upscaled image, so only EDSR/MDSR are held to their trained scales."""
+    if scale is None or arch == "vdsr" or scale in scales:
+        return
+    raise ScaleError(f"{label} is x{'/x'.join(map(str, scales))}; it cannot upscale x{scale}")
+
+
+def resolve(
+    name_or_path: str,
+    scale: int | None,
+    *,
+    mirror: str | None = None,
+    progress: download.Progress | None = None,
+    offline: bool = False,
+) -> ResolvedModel:
+    """A catalogue name or a checkpoint path -> a ready network (eval mode, CPU) that serves `scale`.
+
+    Catalogue names download on first use (`mirror` or $SRCLI_MIRROR first); the scale is checked
+    before anything is fetched. `offline=True` never touches the network.
+    """
+    entry = find(str(name_or_path), scale)
+    if entry is not None:
+        _check_scale(entry.name, entry.arch, entry.scales, scale)
+        path = ensure_local(entry, mirror=mirror, progress=progress, offline=offline)
+        model, spec = load_checkpoint(path)
+        if spec.arch != entry.arch or (spec.arch != "vdsr" and tuple(spec.scales) != entry.scales):
+            raise CheckpointError(f"{path}: holds {spec.arch} x{spec.scales}, not the catalogue's {entry.name}")
+        return ResolvedModel(model, spec, entry.name, path, entry)
+    path = Path(name_or_path).expanduser()
+    if not path.exists() and not _looks_like_path(str(name_or_path)):
+        raise UnknownModelError(_unknown_message(str(name_or_path)))
+    model, spec = load_checkpoint(path)
+    _check_scale(str(name_or_path), spec.arch, spec.scales, scale)
+    return ResolvedModel(model, spec, str(name_or_path), path)
+
+
+def _looks_like_path(text: str) -> bool:
+    return os.sep in text or "/" in text or Path(text).suffix.lower() in (".pt", ".pth", ".ckpt", ".bin")
+
+
+def _unknown_message(name: str) -> str:
+    import difflib
+
+    names = sorted(catalogue())
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return f"unknown model {name!r}: {hint}`srcli models` lists them; or pass a checkpoint file path"
+
+
+# --- adding a trained model to the manifest ----------------------------------------------------------
+
+
+def embed(
+    checkpoint: Path,
+    name: str,
+    folder: Path,
+    *,
+    scales: tuple[int, ...] | None = None,
+    recipe: str | None = None,
+    steps: int | None = None,
+    data: str | None = None,
+    metrics: dict[str, dict[int, dict[str, float]]] | None = None,
+    description: str = "",
+) -> Weights:
+    """Add a trained checkpoint to `folder`'s manifest as a plain, official-layout state dict.
+
+    The file is saved as `<name>-<sha256[:8]>.pt` (torch.hub naming); an entry with the same name
+    is replaced. Manifest and file are written atomically.
+    """
+    state = read_state_dict(checkpoint)
     spec, tensors = normalise_state_dict(state)
-    model = build(spec.arch, **spec.config)
-    model.load_state_dict(tensors, strict=False)
-    return model, spec
+    model = load_state_dict(tensors)  # proves the tensors load strictly before anything is written
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = name.replace("-", "_")
+    with tempfile.NamedTemporaryFile(dir=folder, suffix=".pt.tmp", delete=False) as handle:
+        temporary = Path(handle.name)
+    torch.save(tensors, temporary)
+    sha256 = _sha256(temporary)
+    filename = f"{stem}-{sha256[:8]}.pt"
+    os.replace(temporary, folder / filename)
+    preset = next(
+        (p for p, (arch, cfg) in PRESETS.items() if arch == spec.arch and all(spec.config.get(k) == v
+                                                                            for k, v in cfg.items())),
+        spec.arch,
+    )
+    record = {
+        "name": name, "file": filename, "preset": preset, "config": spec.config,
+        "scales": list(scales or spec.scales), "sha256": sha256, "bytes": (folder / filename).stat().st_size,
+        "parameters": parameter_count(model),
+        "recipe": recipe, "steps": steps, "data": data, "description": description,
+        "metrics": {
+            dataset: {str(s): dict(score) for s, score in per_scale.items()}
+            for dataset, per_scale in (metrics or {}).items()
+        },
+    }
+    manifest = folder / MANIFEST
+    document = json.loads(manifest.read_text()) if manifest.is_file() else {"format": MANIFEST_FORMAT, "models": []}
+    document["models"] = [m for m in document["models"] if m["name"] != name] + [record]
+    staging = manifest.with_name(MANIFEST + ".tmp")
+    staging.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    os.replace(staging, manifest)
+    return _manifest_entry(record, folder)
 
 
-def resolve(name_or_path: str, scale: int) -> ResolvedModel:
-    """A catalogue name or a checkpoint path -> a ready network that serves `scale`."""
-    model, spec = load_checkpoint(Path(name_or_path))
-    if spec.arch != "vdsr" and scale not in spec.scales:
-        raise ScaleError(f"{name_or_path} is x{'/x'.join(map(str, spec.scales))}; it cannot upscale x{scale}")
-    return ResolvedModel(model, spec, str(name_or_path))
+# --- `srcli download` registration ----------------------------------------------------------------
+
+
+def _downloadable(entry: Weights) -> download.Downloadable:
+    return download.Downloadable(
+        name=entry.name,
+        kind="weights",
+        size=entry.bytes,
+        describe=f"{entry.preset} x{'/x'.join(map(str, entry.scales))} ({entry.source})",
+        present=lambda: entry.status() in ("cached", "embedded"),
+        fetch=lambda mirror, progress: ensure_local(entry, mirror=mirror, progress=progress, verify=True),
+    )
+
+
+download.register("weights", lambda: [_downloadable(entry) for entry in catalogue().values()])

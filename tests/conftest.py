@@ -32,3 +32,64 @@ def train_dir() -> Path:
 @pytest.fixture
 def vdsr_checkpoint() -> Path:
     return shared_path("weights", "third_party", "vdsr_291_epoch50.pth")
+
+
+@pytest.fixture
+def file_server():
+    """A real HTTP server on 127.0.0.1 (see tests/loopback.py) for download tests."""
+    from loopback import FileServer
+
+    with FileServer() as server:
+        yield server
+
+
+@pytest.fixture
+def dead_url() -> str:
+    """An address on 127.0.0.1 where nothing listens: the 'official server is down' case."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/research/EDSR/models/"
+
+
+@pytest.fixture(scope="session")
+def baseline_x2():
+    """A real EDSR-baseline x2 state dict (seeded random weights) and its saved bytes."""
+    import torch
+    from loopback import saved
+
+    from srcli.models import build
+
+    torch.manual_seed(0)
+    state = build("edsr-baseline", scale=2).state_dict()
+    return state, saved(state)
+
+
+@pytest.fixture
+def served_entry(baseline_x2, file_server, monkeypatch, dead_url, srcli_home):
+    """The edsr-baseline-x2 catalogue entry re-pointed at a test file: official server down, file on
+    the loopback mirror at `file_server.url("mirror")`."""
+    import dataclasses
+    import hashlib
+
+    from srcli import weights
+
+    _, data = baseline_x2
+    sha256 = hashlib.sha256(data).hexdigest()
+    filename = f"edsr_baseline_x2-{sha256[:8]}.pt"
+    entry = dataclasses.replace(weights.OFFICIAL[0], filename=filename, sha256=sha256, bytes=len(data),
+                                url=dead_url + filename)
+    monkeypatch.setattr(weights, "OFFICIAL", (entry, *weights.OFFICIAL[1:]))
+    file_server.add(f"mirror/{filename}", data)
+    return entry
+
+
+@pytest.fixture
+def srcli_home(tmp_path, monkeypatch) -> Path:
+    """An empty srcli data folder (downloads land in it) and no mirror from the environment."""
+    home = tmp_path / "srcli-home"
+    monkeypatch.setenv("SRCLI_HOME", str(home))
+    monkeypatch.delenv("SRCLI_MIRROR", raising=False)
+    return home

@@ -29,11 +29,21 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _click_exception() -> type[Exception]:
+    """Click's usage-error base class; recent Typer releases vendor click as typer._click."""
+    try:
+        from click.exceptions import ClickException
+    except ImportError:
+        from typer._click.exceptions import ClickException
+    return ClickException
+
+
 def run(app: typer.Typer) -> None:
     """Run the app so that no user error ever shows a traceback (unless --debug)."""
     debug = "--debug" in sys.argv[1:]
+    returned = None
     try:
-        app(standalone_mode=False)
+        returned = app(standalone_mode=False)
     except SystemExit as stop:
         raise stop
     except typer.Exit as stop:
@@ -47,17 +57,18 @@ def run(app: typer.Typer) -> None:
         fail(str(error), error.exit_code)
         sys.exit(error.exit_code)
     except Exception as error:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(error, click.exceptions.ClickException):
+        if isinstance(error, _click_exception()):
             error.show()
             sys.exit(error.exit_code)
-        if isinstance(error, click.exceptions.Abort):
+        if isinstance(error, typer.Abort):
             sys.exit(130)
         if debug:
             raise
         fail(f"{type(error).__name__}: {error} (run with --debug for the traceback)", 1)
         sys.exit(1)
+    # With standalone_mode=False, Typer returns the code of a raised typer.Exit instead of exiting.
+    if isinstance(returned, int) and returned != 0:
+        sys.exit(returned)
 
 
 def parse_scales(text: str) -> list[int]:

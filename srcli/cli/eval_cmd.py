@@ -1,14 +1,152 @@
-"""`srcli eval` (being built)."""
+"""`srcli eval`: score a model or bicubic on benchmark sets, with the paper's numbers beside the results."""
 
 from __future__ import annotations
 
+import json
+from enum import Enum
+from pathlib import Path
+
 import typer
+from rich import box
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from srcli.cli.common import console, fail, parse_scales, stdout
+
+
+class ProtocolChoice(str, Enum):
+    paper = "paper"
+    div2k_rgb = "div2k-rgb"
+
+
+def _resolve_models(model: str | None, weights: Path | None, scales: list[int]) -> dict[int, object | None]:
+    """One ready network per scale (None for bicubic), all checked before any image is scored."""
+    from srcli.evaluate import BICUBIC, check_scale
+    from srcli.weights import resolve
+
+    if model is not None and model.lower() == BICUBIC:
+        return dict.fromkeys(scales)
+    if weights is not None:  # one file serves every scale it can; refuse the others up front
+        resolved = resolve(str(weights), scales[0])
+        for scale in scales:
+            check_scale(resolved, scale)
+        return dict.fromkeys(scales, resolved)
+    return {scale: resolve(model, scale) for scale in scales}
+
+
+def _results_table(results: list) -> Table:
+    columns = sorted({r.reference.column for r in results if r.reference})
+    caption = f"paper: EDSR paper Table 3, column {', '.join(columns)}" if columns else None
+    table = Table(title="srcli eval", caption=caption, box=box.SIMPLE_HEAD, header_style="bold")
+    for title in ("set", "scale", "method", "PSNR", "SSIM", "paper", "Δ PSNR", "s/img"):
+        table.add_column(title, justify="left" if title in ("set", "method") else "right", no_wrap=True)
+    for result in results:
+        ref = result.reference
+        method = Path(result.method).name + (" +ens" if result.ensemble else "")
+        table.add_row(
+            result.dataset, f"x{result.scale}", method, f"{result.psnr:.3f}", f"{result.ssim:.4f}",
+            f"{ref.psnr:.2f} / {ref.ssim:.4f}" if ref else "-",
+            f"{result.psnr - ref.psnr:+.3f}" if ref else "-",
+            f"{result.seconds / max(len(result.rows), 1):.3f}",
+        )
+    return table
+
+
+def _per_image_table(result) -> Table:
+    table = Table(title=f"{result.dataset} x{result.scale} {result.method}", header_style="bold")
+    for title in ("image", "PSNR", "SSIM", "seconds"):
+        table.add_column(title, justify="left" if title == "image" else "right")
+    for row in result.rows:
+        name = row.name + (" (LR made here)" if row.lr_generated else "")
+        table.add_row(name, f"{row.psnr:.3f}", f"{row.ssim:.4f}", f"{row.seconds:.3f}")
+    return table
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's command(s) to the app."""
 
     @app.command("eval")
-    def eval_command() -> None:
-        """Not built yet."""
-        raise typer.Exit(3)
+    def eval_command(
+        sets: list[str] = typer.Argument(..., help="Datasets: set5 set14 b100 urban100 div2k-valid div2k-valid10."),
+        model: str = typer.Option(None, "--model", "-m", help="Catalogue name, a checkpoint path, or 'bicubic'."),
+        weights: Path = typer.Option(None, "--weights", "-w", help="A checkpoint file (any supported layout)."),
+        scale: str = typer.Option("2,3,4", "--scale", "-s", help="Scales, comma-separated."),
+        ensemble: bool = typer.Option(False, "--ensemble", help="Geometric self-ensemble x8 (the paper's '+')."),
+        per_image: bool = typer.Option(False, "--per-image", help="Also show (and put in --json) every image."),
+        save_dir: Path = typer.Option(None, "--save-dir", help="Save SR images as <dir>/<set>/x<s>/<name>.png."),
+        data_dir: Path = typer.Option(
+            None, "--data-dir", help="An existing copy in the benchmark layout (else $SRCLI_DATA, else download)."
+        ),
+        protocol: ProtocolChoice = typer.Option(
+            ProtocolChoice.paper, "--protocol", help="paper: Y, shave=scale. div2k-rgb: RGB, shave=scale+6."
+        ),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+        mirror: str = typer.Option(
+            None, "--mirror", help="Base URL holding the dataset archives by file name ($SRCLI_DATASET_MIRROR)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print results as JSON on stdout."),
+    ) -> None:
+        """Score super-resolution on benchmark sets exactly as the EDSR paper did (Y channel, shave = scale).
+
+        Several sets and scales in one call; the paper's Table 3 number is shown beside each mean.
+        Datasets come from --data-dir, $SRCLI_DATA, or are downloaded once into srcli's data folder.
+
+        [bold]Examples[/]
+
+          srcli eval set5 set14 --model bicubic --scale 2,3,4
+
+          srcli eval set5 --weights vdsr.pth --scale 2,3,4 --data-dir ~/datasets/benchmark
+
+          srcli eval urban100 --model edsr --scale 4 --ensemble --per-image --json > edsr_x4.json
+
+          srcli eval div2k-valid10 --model edsr-baseline --scale 2 --protocol div2k-rgb
+        """
+        from srcli.datasets import dataset_spec, prepare
+        from srcli.evaluate import BICUBIC, evaluate
+
+        if (model is None) == (weights is None):
+            raise fail("give exactly one of --model NAME (or 'bicubic') and --weights PATH")
+        scales = parse_scales(scale)
+        if ensemble and model is not None and model.lower() == BICUBIC:
+            raise fail("--ensemble needs a network; bicubic has nothing to ensemble")
+        specs = [dataset_spec(name) for name in dict.fromkeys(sets)]
+        networks = _resolve_models(model, weights, scales)
+
+        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
+                   TimeElapsedColumn())
+        results = []
+        with Progress(*columns, console=console, transient=True) as bar:
+            download_task = None
+
+            def on_bytes(done: int, total: int | None) -> None:
+                nonlocal download_task
+                if download_task is None:
+                    download_task = bar.add_task("downloading", total=total, detail="")
+                size = f"/{total / 1e6:.1f}" if total else ""
+                bar.update(download_task, completed=done, total=total, detail=f"{done / 1e6:.1f}{size} MB")
+
+            datasets = [prepare(spec.name, data_dir, on_bytes, scales=tuple(scales), mirror=mirror) for spec in specs]
+            for dataset in datasets:  # every LR folder complete and every size right, before any scoring
+                for each_scale in scales:
+                    dataset.check_scale(each_scale)
+            for dataset in datasets:
+                for each_scale in scales:
+                    task = bar.add_task(f"{dataset.name} x{each_scale}", total=len(dataset), detail="")
+
+                    def on_image(done: int, total: int, task=task) -> None:
+                        bar.update(task, completed=done, total=total, detail=f"{done}/{total} images")
+
+                    results.append(evaluate(
+                        dataset, each_scale, networks[each_scale], protocol=protocol.value, ensemble=ensemble,
+                        device=device, save_dir=save_dir, progress=on_image,
+                    ))
+
+        if as_json:
+            stdout.print_json(json.dumps({"results": [r.to_dict(per_image) for r in results]}))
+            return
+        if per_image:
+            for result in results:
+                console.print(_per_image_table(result))
+        console.print(_results_table(results))
+        if protocol is ProtocolChoice.paper and any(r.method == BICUBIC for r in results):
+            console.print("[dim]bicubic: the classic MATLAB luma pipeline that the published Bicubic column used[/]")

@@ -1,14 +1,184 @@
-"""`srcli models` (being built)."""
+"""`srcli models` (the pretrained catalogue) and `srcli download NAME...` (pre-fetch weights, later datasets)."""
 
 from __future__ import annotations
 
+import importlib
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from srcli import download, weights
+from srcli.cli.common import console
+from srcli.errors import SrcliError
+
+# Modules that register downloadable things with srcli.download.register() when imported.
+PROVIDERS: tuple[str, ...] = ("srcli.weights", "srcli.datasets")
+
+_STATUS_STYLE = {"cached": "green", "embedded": "cyan", "remote": "dim", "missing": "red"}
+
+
+def _megabytes(size: int | None) -> str:
+    return "?" if size is None else f"{size / 1e6:.1f} MB"
+
+
+def _psnr_cell(entry: weights.Weights, dataset: str) -> str:
+    values = [entry.psnr(dataset, s) for s in entry.scales]
+    return "/".join(f"{v:.2f}" for v in values) if any(v is not None for v in values) else "—"
+
+
+def _as_record(entry: weights.Weights) -> dict[str, Any]:
+    """What scripts get from `srcli models --json`: the whole entry plus where it stands locally."""
+    return {
+        "name": entry.name, "source": entry.source, "status": entry.status(), "arch": entry.arch,
+        "preset": entry.preset, "config": entry.config, "scales": list(entry.scales),
+        "parameters": entry.parameters, "filename": entry.filename, "url": entry.url, "sha256": entry.sha256,
+        "bytes": entry.bytes, "path": str(entry.local_path()),
+        "metrics": {
+            dataset: {str(s): {"psnr": score.psnr, "ssim": score.ssim} for s, score in per_scale.items()}
+            for dataset, per_scale in entry.metrics.items()
+        },
+        "metrics_note": entry.metrics_note, "recipe": entry.recipe, "steps": entry.steps, "data": entry.data,
+        "description": entry.description,
+    }
+
+
+def _catalogue_table(entries: list[weights.Weights]) -> Table:
+    table = Table(title="srcli pretrained models", title_justify="left")
+    for header, justify in (("name", "left"), ("arch", "left"), ("scales", "left"), ("params", "right"),
+                            ("Set5 PSNR (Y)", "right"), ("DIV2K PSNR (RGB)", "right"), ("size", "right"),
+                            ("status", "left")):
+        table.add_column(header, justify=justify, no_wrap=header == "name")
+    for entry in entries:
+        status = entry.status()
+        table.add_row(
+            entry.name, entry.preset, ",".join(f"x{s}" for s in entry.scales), f"{entry.parameters / 1e6:.2f}M",
+            _psnr_cell(entry, "Set5"), _psnr_cell(entry, weights.DIV2K_RGB), _megabytes(entry.bytes),
+            f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]",
+        )
+    table.caption = f"cache: {weights.cache_dir()}   mirror: ${download.MIRROR_ENV} or --mirror"
+    return table
+
+
+@contextmanager
+def download_progress() -> Iterator[Callable[[str], download.Progress]]:
+    """A rich byte progress bar (size, speed, ETA); yields `track(label)` -> a download callback.
+
+    A line appears only once bytes move, so wrapping a `weights.resolve` that finds the file cached
+    shows nothing: `with download_progress() as track: resolve(name, scale, progress=track(name))`.
+    """
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+
+        def track(label: str) -> download.Progress:
+            tasks: list[TaskID] = []
+
+            def update(done: int, total: int | None) -> None:
+                if not tasks:
+                    tasks.append(bar.add_task(label, total=total))
+                bar.update(tasks[0], completed=done, total=total)
+
+            return update
+
+        yield track
+
+
+def _import_providers() -> None:
+    for module in PROVIDERS:
+        importlib.import_module(module)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's command(s) to the app."""
 
     @app.command("models")
-    def models_command() -> None:
-        """Not built yet."""
-        raise typer.Exit(3)
+    def models_command(
+        as_json: bool = typer.Option(False, "--json", help="Print the catalogue as JSON on stdout."),
+    ) -> None:
+        """List the pretrained models: official EDSR-PyTorch files and srcli's own embedded ones.
+
+        Status: [cyan]embedded[/] ships with srcli, [green]cached[/] is downloaded, remote downloads on first use.
+
+        PSNR is what each model's source reports; --json has every set, scale and the protocol.
+
+        Examples:
+
+          srcli models
+
+          srcli models --json | jq -r '.[] | select(.status != "remote") | .name'
+        """
+        entries = list(weights.catalogue().values())
+        if as_json:
+            typer.echo(json.dumps([_as_record(entry) for entry in entries], indent=2))
+            return
+        console.print(_catalogue_table(entries))
+
+    @app.command("download")
+    def download_command(
+        names: list[str] = typer.Argument(..., metavar="NAME", help="What to fetch (see `srcli models`)."),
+        mirror: str | None = typer.Option(
+            None, "--mirror", metavar="URL",
+            help=f"Base address of a mirror that holds the files under their official names "
+            f"(default ${download.MIRROR_ENV}).",
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print what was fetched as JSON on stdout."),
+    ) -> None:
+        """Fetch pretrained weights now (resumable, sha256-verified), so later runs work offline.
+
+        Cached files are re-verified and repaired if damaged; an interrupted download resumes where it stopped.
+
+        Examples:
+
+          srcli download edsr-baseline-x2 edsr-baseline-x4
+
+          srcli download edsr-x4 --mirror https://example.org/edsr-models/
+        """
+        _import_providers()
+        items = download.lookup(names)
+        results: list[dict[str, Any]] = []
+        failures: list[SrcliError] = []
+        with download_progress() as track:
+            for item in items:
+                was_present = item.present()
+                try:
+                    path = item.fetch(mirror, track(item.name))
+                except SrcliError as error:
+                    failures.append(error)
+                    results.append({"name": item.name, "kind": item.kind, "status": "failed", "error": str(error)})
+                    continue
+                status = "present" if was_present else "downloaded"
+                results.append({"name": item.name, "kind": item.kind, "status": status, "path": str(path),
+                                "bytes": path.stat().st_size})
+        if as_json:
+            typer.echo(json.dumps(results, indent=2))
+        else:
+            console.print(_summary_table(results))
+        if failures:  # raised, not fail(): the exit code must survive any runner
+            first = failures[0]
+            prefix = f"{len(failures)} of {len(items)} failed; first: " if len(failures) > 1 else ""
+            raise type(first)(prefix + str(first))
+
+
+def _summary_table(results: list[dict[str, Any]]) -> Table:
+    table = Table(title="download summary", title_justify="left")
+    for header in ("name", "status", "size", "path"):
+        table.add_column(header, justify="right" if header == "size" else "left")
+    styles = {"downloaded": "green", "present": "cyan", "failed": "red"}
+    for row in results:
+        table.add_row(row["name"], f"[{styles[row['status']]}]{row['status']}[/]",
+                      _megabytes(row.get("bytes")) if "bytes" in row else "", row.get("path", ""))
+    return table
+

@@ -1,14 +1,192 @@
-"""`srcli train` (being built)."""
+"""`srcli train`: parse options, run srcli.training.Trainer, show a live panel (or log lines when headless)."""
 
 from __future__ import annotations
 
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+
+from srcli.cli.common import console, parse_scales
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds == float("inf"):
+        return "-"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+class _Display:
+    """Renders trainer events: a live rich panel on a terminal, plain log lines when headless."""
+
+    def __init__(self, log_every_line: bool):
+        self.headless = log_every_line
+        self.state: dict[str, Any] = {}
+        self.live: Live | None = None
+
+    def __enter__(self) -> _Display:
+        if not self.headless:
+            self.live = Live(self._render(), console=console, refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.update(self._render())
+            self.live.__exit__(None, None, None)
+
+    def _render(self) -> Panel:
+        s = self.state
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold")
+        table.add_column()
+        steps = s.get("steps", 1)
+        table.add_row("step", f"{s.get('step', 0):,} / {steps:,}")
+        table.add_row("", ProgressBar(total=steps, completed=s.get("step", 0), width=40))
+        table.add_row("loss", f"{s['loss']:.4f}" if "loss" in s else "-")
+        table.add_row("lr", f"{s['lr']:.3g}" if "lr" in s else "-")
+        table.add_row("speed", f"{s['steps_per_s']:.2f} steps/s" if "steps_per_s" in s else "-")
+        table.add_row("ETA", _duration(s.get("eta_s")))
+        val = s.get("val")
+        table.add_row("last val", f"{val['psnr']:.3f} dB / {val['ssim']:.4f} at step {val['step']:,}" if val else "-")
+        table.add_row("device", f"{s.get('device', '?')}  amp {s.get('amp', '?')}")
+        return Panel(table, title=f"srcli train {s.get('recipe', '')}", expand=False)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["kind"]
+        if kind in ("data", "warning"):
+            style = "yellow" if kind == "warning" else "dim"
+            console.print(f"[{style}]{kind}:[/] {event['message']}", soft_wrap=True)
+        elif kind == "start":
+            self.state.update(step=event["step"], steps=event["steps"], device=event["device"], amp=event["amp"],
+                              recipe=event["config"]["recipe"])
+            extra = f", epoch = {event['epoch_steps']} steps" if event["epoch_steps"] else ""
+            console.print(
+                f"training {event['config']['recipe']} x{'/x'.join(map(str, event['config']['scales']))} "
+                f"({event['parameters']:,} parameters) on {event['images']} images, {event['device']}, "
+                f"amp {event['amp']}, {event['world']} process(es){extra}; from step {event['step']:,} "
+                f"to {event['steps']:,}",
+                soft_wrap=True,
+            )
+        elif kind == "log":
+            self.state.update(event)
+            if self.headless:
+                console.print(
+                    f"step {event['step']}/{event['steps']} loss {event['loss']:.4f} lr {event['lr']:.3g} "
+                    f"{event['steps_per_s']:.2f} steps/s ETA {_duration(event['eta_s'])}",
+                    soft_wrap=True,
+                )
+        elif kind == "val":
+            self.state["val"] = event
+            scales = ", ".join(f"{k} {v['psnr']:.3f}/{v['ssim']:.4f}" for k, v in event["per_scale"].items())
+            console.print(f"val step {event['step']}: PSNR {event['psnr']:.3f} dB, SSIM {event['ssim']:.4f} "
+                          f"({scales})", soft_wrap=True)
+        elif kind == "checkpoint" and self.headless:
+            console.print(f"[dim]checkpoint step {event['step']} -> {event['path']}[/]", soft_wrap=True)
+        if self.live is not None:
+            self.live.update(self._render())
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's command(s) to the app."""
 
     @app.command("train")
-    def train_command() -> None:
-        """Not built yet."""
-        raise typer.Exit(3)
+    def train_command(
+        recipe: str = typer.Option(None, "--recipe", "-r",
+                                   help="edsr-baseline | edsr | mdsr-baseline | mdsr | vdsr [default: edsr-baseline]"),
+        scale: str = typer.Option(None, "--scale", "-s", help="Scale(s): 2, or 2,3,4 for mdsr/vdsr [recipe's]."),
+        data: list[Path] = typer.Option(None, "--data", "-d", help="Folder of HR images (recursive); repeat for more."),
+        out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run folder: checkpoints, log, model.pt."),
+        steps: int = typer.Option(None, "--steps", help="Total optimiser steps [recipe's]."),
+        batch: int = typer.Option(None, "--batch", help="Minibatch size [16; vdsr 64]."),
+        patch: int = typer.Option(None, "--patch", help="LR patch side [48]; vdsr: input patch side [41]."),
+        lr: float = typer.Option(None, "--lr", help="Initial learning rate [1e-4; vdsr 0.1]."),
+        lr_step: int = typer.Option(None, "--lr-step", help="Steps between lr decays [2e5; vdsr 20 epochs]."),
+        lr_gamma: float = typer.Option(None, "--lr-gamma", help="lr multiplier at each decay [0.5; vdsr 0.1]."),
+        lr_schedule: str = typer.Option(None, "--lr-schedule", help="step (the papers') or cosine (over --steps)."),
+        clip: float = typer.Option(None, "--clip", help="VDSR theta: gradient norm clipped to theta/lr [0.4]."),
+        weight_decay: float = typer.Option(None, "--weight-decay", help="L2 weight decay [0; vdsr 1e-4]."),
+        resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+        init_from: Path = typer.Option(None, "--init-from",
+                                       help="Start from a trained model (x2 -> x3/x4); its upsampler is skipped."),
+        val_set: str = typer.Option(None, "--val-set", help="Benchmark folder (HR/, LR_bicubic/X<s>/) or name."),
+        val_every: int = typer.Option(None, "--val-every", help="Validate every N steps [1000]."),
+        checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Write latest.pt every N steps [1000]."),
+        log_every: int = typer.Option(None, "--log-every", help="Log loss/speed every N steps [100]."),
+        max_minutes: float = typer.Option(None, "--max-minutes",
+                                          help="Stop after this many minutes of training (checkpoint + export)."),
+        device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N [auto]."),
+        amp: str = typer.Option(None, "--amp", help="auto (bf16 on CUDA) | bf16 | fp16 | none."),
+        workers: int = typer.Option(None, "--workers", help="Batch-building threads [4 on CUDA, 1 on CPU]."),
+        seed: int = typer.Option(None, "--seed", help="Random seed [0]."),
+        cache_dir: Path = typer.Option(None, "--cache-dir",
+                                       help="Where decoded images and LR are cached [RUN/cache]; share between runs."),
+        compile_model: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
+        export_fp16: bool = typer.Option(None, "--export-fp16/--export-fp32", help="Store model.pt in fp16."),
+    ) -> None:
+        """Train EDSR, MDSR or VDSR with the papers' recipes; resumable, with validation and export.
+
+        A run folder gets latest.pt / best.pt (full state), log.jsonl, and model.pt + model.json: plain
+        weights that `srcli upscale --weights` and `srcli eval --weights` take as they are.
+
+        Examples:
+
+          srcli train --recipe edsr-baseline --scale 2 --data T91 --data BSD200 --val-set Set5 --out runs/x2
+
+          srcli train --recipe edsr-baseline --scale 4 --data DIV2K_train_HR --init-from runs/x2/model.pt --out runs/x4
+
+          srcli train --resume --out runs/x2 --steps 600000
+
+          torchrun --nproc-per-node 4 -m srcli train --recipe edsr --data DIV2K_train_HR --out runs/edsr
+        """
+        from srcli.training import Trainer, configure
+
+        overrides = {
+            "scales": parse_scales(scale) if scale else None,
+            "data": [str(p) for p in data] if data else None,
+            "out": str(out), "steps": steps, "batch": batch, "patch": patch, "lr": lr, "lr_step": lr_step,
+            "lr_gamma": lr_gamma, "lr_schedule": lr_schedule, "clip": clip, "weight_decay": weight_decay,
+            "init_from": str(init_from) if init_from else None, "val_set": val_set, "val_every": val_every,
+            "checkpoint_every": checkpoint_every, "log_every": log_every, "max_minutes": max_minutes,
+            "device": device, "amp": amp,
+            "workers": workers, "seed": seed, "cache_dir": str(cache_dir) if cache_dir else None,
+            "compile": compile_model, "export_fp16": export_fp16,
+        }
+        config, state = configure(recipe, overrides, resume)
+        trainer = Trainer(config, state)
+        presses = []
+
+        def stop(signum: int, _frame: object) -> None:
+            presses.append(signum)
+            if len(presses) > 1:
+                raise KeyboardInterrupt
+            trainer.request_stop()
+            console.print("[yellow]stopping after this step and saving a checkpoint (again to abort)[/]")
+
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        started = time.perf_counter()
+        try:
+            with _Display(log_every_line=not sys.stderr.isatty()) as display:
+                trainer.on_event = display
+                result = trainer.run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if result.weights is None:  # a DDP rank other than 0
+            return
+        summary = f"step {result.step:,} in {_duration(time.perf_counter() - started)}; weights {result.weights}"
+        if result.last_val:
+            summary += f"; last val PSNR {result.last_val['psnr']:.3f} dB"
+        if result.interrupted:
+            console.print(f"[yellow]stopped[/] at {summary}; continue with --resume --out {result.run_dir}")
+            raise typer.Exit(130)
+        console.print(f"[green]done[/]: {summary}", soft_wrap=True)

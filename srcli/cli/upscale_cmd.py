@@ -1,14 +1,305 @@
-"""`srcli upscale` (being built)."""
+"""`srcli upscale`: files, folders and globs in; upscaled images out, with progress and a summary."""
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from srcli import weights
+from srcli.batch import (
+    BatchCallbacks,
+    ImageResult,
+    Job,
+    Shard,
+    Summary,
+    collect_inputs,
+    gather_results,
+    join_shard,
+    leave_shard,
+    plan_jobs,
+    run_jobs,
+    scale_label,
+)
+from srcli.cli.common import console, stdout
+from srcli.cli.models_cmd import download_progress
+from srcli.engine import UpscaleOptions, Upscaler
+from srcli.errors import SrcliError
+from srcli.imageio import DEFAULT_MAX_PIXELS
+from srcli.pipeline import ImagePipeline
+
+_UNITS = {"k": 1e3, "m": 1e6, "mp": 1e6, "g": 1e9, "gp": 1e9}
+
+
+def parse_pixels(text: str) -> int:
+    """'120M', '1.5G', '5000000' -> a pixel count; 0 means no limit."""
+    cleaned = text.strip().lower()
+    number = cleaned.rstrip("kmgp")
+    unit = cleaned[len(number) :]
+    try:
+        value = float(number) * _UNITS.get(unit, 1.0 if not unit else float("nan"))
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:
+        raise SrcliError(f"--max-pixels {text!r} is not a pixel count (examples: 120M, 1.5G, 5000000)")
+    return int(value)
+
+
+def resolve_model(
+    model: str | None, weights_path: Path | None, scale: int | None, mirror: str | None = None
+) -> tuple[weights.ResolvedModel, int]:
+    """--model / --weights / the catalogue's default -> a ready network and the scale it will run at."""
+    if model and weights_path:
+        raise SrcliError("give --model NAME or --weights PATH, not both")
+    name = model or (str(weights_path) if weights_path is not None else None)
+    if name is None:
+        default_model = getattr(weights, "default_model", None)
+        name = default_model(scale or 4) if default_model is not None else None
+        if name is None:
+            raise SrcliError(
+                f"no built-in x{scale or 4} model is available: pass --weights PATH (a .pt/.pth checkpoint) "
+                "or --model NAME (see `srcli models`)"
+            )
+    if console.is_terminal:  # a byte bar while a catalogue file downloads; logs and pipes need none
+        with download_progress() as track:
+            resolved = weights.resolve(name, scale, mirror=mirror, progress=track(f"downloading {name}"))
+    else:
+        resolved = weights.resolve(name, scale, mirror=mirror)
+    if scale is None:  # the checkpoint's own scale when it has one, else the common x4
+        scale = resolved.spec.scales[0] if len(resolved.spec.scales) == 1 else 4
+    return resolved, scale
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's command(s) to the app."""
 
     @app.command("upscale")
-    def upscale_command() -> None:
-        """Not built yet."""
-        raise typer.Exit(3)
+    def upscale_command(
+        inputs: list[str] = typer.Argument(..., metavar="INPUT...", help="Image files, folders or globs."),
+        output: Path | None = typer.Option(
+            None, "-o", "--output", help="Output file (one input) or folder. Default: beside each input."
+        ),
+        scale: int | None = typer.Option(
+            None, "-s", "--scale", help="Model scale: 2, 3 or 4. Default: the checkpoint's, else 4."
+        ),
+        model: str | None = typer.Option(None, "-m", "--model", help="Catalogue model name (see `srcli models`)."),
+        weights_path: Path | None = typer.Option(
+            None, "-w", "--weights", help="A checkpoint file (.pt/.pth, EDSR/MDSR/VDSR; detected from its tensors)."
+        ),
+        ensemble: bool = typer.Option(
+            False, "--ensemble", help="Geometric self-ensemble x8 (EDSR+): a little better, ~8x slower."
+        ),
+        tile: int | None = typer.Option(
+            None, "--tile", min=0, help="Tile size in input pixels; 0 = whole image. Default: from free memory."
+        ),
+        tile_pad: int | None = typer.Option(
+            None, "--tile-pad", min=0, help="Tile overlap. Default: the network's receptive field (exact output)."
+        ),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+        precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 or bf16 (fp16/bf16: CUDA only)."),
+        outscale: float | None = typer.Option(
+            None, "--outscale", min=1.0, help="Final scale if not the model's (model scale, then a resize)."
+        ),
+        output_format: str | None = typer.Option(
+            None, "-f", "--format", help="Output format: png, jpg, webp, bmp, tif. Default: the input's."
+        ),
+        quality: int | None = typer.Option(
+            None, "-q", "--quality", min=1, max=100, help="JPEG/WebP quality (1-100); WebP without it is lossless."
+        ),
+        recursive: bool = typer.Option(False, "-r", "--recursive", help="Include images in sub-folders."),
+        skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave outputs that already exist."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs that already exist (never inputs)."),
+        max_pixels: str = typer.Option(
+            f"{DEFAULT_MAX_PIXELS // 1_000_000}M", "--max-pixels", help="Refuse larger inputs (300M, 1G; 0: none)."
+        ),
+        mirror: str | None = typer.Option(
+            None, "--mirror", metavar="URL", help="Mirror for catalogue downloads (default $SRCLI_MIRROR)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print a machine-readable result on stdout."),
+    ) -> None:
+        """Upscale images with an EDSR, MDSR or VDSR model.
+
+        Outputs are named [bold]<stem>_x<scale>.<ext>[/]: beside each input file, in [bold]<folder>_x<scale>/[/]
+        for a folder, or under [bold]-o[/]. Existing outputs are never replaced silently, and inputs never.
+
+        [bold]Examples[/]
+
+          srcli upscale photo.jpg --scale 4 --weights edsr_x4.pt
+
+          srcli upscale photos/ -r -o big/ --model edsr-baseline-x2 --skip-existing
+
+          srcli upscale "scans/*.tif" --scale 2 --ensemble --json > report.json
+
+          torchrun --nproc-per-node 4 -m srcli upscale huge_folder/ -o out/   (each process takes a share)
+        """
+        if skip_existing and overwrite:
+            raise SrcliError("--skip-existing and --overwrite contradict each other: pick one")
+        pixel_limit = parse_pixels(max_pixels) or None
+        shard = join_shard()
+        try:
+            resolved, scale = resolve_model(model, weights_path, scale, mirror)
+            code = _upscale(
+                shard,
+                inputs,
+                output,
+                resolved,
+                scale,
+                UpscaleOptions(
+                    device=_shard_device(device, shard),
+                    precision=precision,
+                    tile=tile,
+                    tile_pad=tile_pad,
+                    ensemble=ensemble,
+                    outscale=outscale,
+                ),
+                output_format,
+                quality,
+                recursive,
+                "skip" if skip_existing else "overwrite" if overwrite else "refuse",
+                pixel_limit,
+                as_json,
+            )
+        except KeyboardInterrupt:
+            # Handled here so the exit status is 130 whatever the framework does with KeyboardInterrupt.
+            console.print("[yellow]interrupted[/]: finished images are kept; no partial file was left behind")
+            code = 130
+        finally:
+            leave_shard(shard)
+        if code:
+            raise SystemExit(code)
+
+
+def _shard_device(device: str, shard: Shard) -> str:
+    """Under torchrun with GPUs, each local rank takes its own GPU."""
+    if device != "auto" or shard.world == 1:
+        return device
+    import torch
+
+    return f"cuda:{shard.local_rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
+
+
+def _upscale(
+    shard: Shard,
+    inputs: list[str],
+    output: Path | None,
+    resolved: weights.ResolvedModel,
+    scale: int,
+    options: UpscaleOptions,
+    output_format: str | None,
+    quality: int | None,
+    recursive: bool,
+    existing: str,
+    max_pixels: int | None,
+    as_json: bool,
+) -> int:
+    started = time.perf_counter()
+    found, problems = collect_inputs(inputs, recursive)
+    label = scale_label(options.outscale or scale)
+    jobs = plan_jobs(found, output, label, output_format, existing)
+    shard.wait_for_all()
+    upscaler = Upscaler(resolved.model, scale, options)
+    pipeline = ImagePipeline(upscaler)
+    device = str(getattr(upscaler, "device", options.device))
+    mine = shard.take(jobs)
+    lone = len(jobs) + len(problems) == 1
+    if shard.rank == 0:
+        for problem in problems:
+            _report_failure(problem)
+        if not lone:
+            where = f", {shard.world} processes" if shard.world > 1 else ""
+            heading = f"upscaling {len(jobs)} image(s) x{label} with {resolved.name} on {device}{where}"
+            console.print(heading, soft_wrap=True)
+
+    with _progress(len(mine)) as progress:
+        images = progress.add_task("images", total=len(mine))
+        tiles = progress.add_task("", total=None, visible=False)
+
+        def started_image(job: Job) -> None:
+            progress.reset(tiles, total=None, description=job.source.name, visible=True)
+
+        def tile_done(done: int, total: int) -> None:
+            progress.update(tiles, completed=done, total=total)
+
+        def finished_image(result: ImageResult) -> None:
+            progress.update(tiles, visible=False)
+            progress.advance(images)
+            if result.status == "failed":
+                _report_failure(result)
+
+        callbacks = BatchCallbacks(started_image, tile_done, finished_image)
+        results = run_jobs(mine, pipeline, quality, max_pixels, callbacks, rank=shard.rank)
+
+    summary = Summary(gather_results(shard, results) + (problems if shard.rank == 0 else []))
+    summary.seconds = time.perf_counter() - started
+    if shard.rank == 0:
+        if as_json:
+            stdout.print_json(json.dumps(_json(summary, resolved.name, scale, label, device, shard)))
+        if lone:
+            _report_single(summary.results[0])
+        else:
+            console.print(_summary_table(summary))
+    return 1 if summary.count("failed") else 0
+
+
+def _progress(total: int) -> Progress:
+    """Bars only on a terminal: logs and pipes get the summary, not a stream of redraws."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+
+
+def _report_failure(result: ImageResult) -> None:
+    console.print(f"[bold red]error:[/] {result.error}", soft_wrap=True, markup=True, highlight=False)
+
+
+def _report_single(result: ImageResult) -> None:
+    if result.status == "written" and result.input_size and result.output_size:
+        (w, h), (ow, oh) = result.input_size, result.output_size
+        console.print(f"wrote {result.target} ({w}x{h} -> {ow}x{oh}, {result.seconds:.1f} s)", soft_wrap=True)
+    elif result.status == "skipped":
+        console.print(f"skipped {result.source}: {result.target} exists", soft_wrap=True)
+
+
+def _summary_table(summary: Summary) -> Table:
+    table = Table(title="upscale summary", title_justify="left")
+    for column in ("written", "skipped", "failed", "MP in", "MP out", "seconds", "MP out/s"):
+        table.add_column(column, justify="right")
+    rate = summary.megapixels_out / summary.seconds if summary.seconds else 0.0
+    failed = summary.count("failed")
+    table.add_row(
+        str(summary.count("written")),
+        str(summary.count("skipped")),
+        f"[red]{failed}[/]" if failed else "0",
+        f"{summary.megapixels_in:.2f}",
+        f"{summary.megapixels_out:.2f}",
+        f"{summary.seconds:.1f}",
+        f"{rate:.2f}",
+    )
+    return table
+
+
+def _json(summary: Summary, model: str, scale: int, label: str, device: str, shard: Shard) -> dict:
+    return {
+        "model": model,
+        "scale": scale,
+        "output_scale": label,
+        "device": device,
+        "processes": shard.world,
+        "written": summary.count("written"),
+        "skipped": summary.count("skipped"),
+        "failed": summary.count("failed"),
+        "megapixels_in": round(summary.megapixels_in, 6),
+        "megapixels_out": round(summary.megapixels_out, 6),
+        "seconds": round(summary.seconds, 3),
+        "images": [result.to_json() for result in summary.results],
+    }

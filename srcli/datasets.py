@@ -1,0 +1,420 @@
+"""Benchmark and DIV2K datasets: where they come from, how they are laid out, safe fetching and extraction.
+
+A dataset is used from one of three places, first match wins: an explicit data directory
+(`--data-dir`), the `SRCLI_DATA` environment variable, or srcli's own cache (`$SRCLI_HOME/datasets`,
+else the platform's user data dir), which `prepare` fills by downloading the published archives.
+Archives are checked entry by entry before anything is written: absolute paths, `..`, links and
+device files make the whole archive refused. Extraction goes to a temporary folder beside the target
+and is renamed into place, so a half-extracted set is never seen.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+import cv2
+import numpy as np
+
+from srcli.download import Downloadable, data_home, fetch, register
+from srcli.errors import DatasetError
+from srcli.resize import downscale
+
+DATA_ENV = "SRCLI_DATA"
+MIRROR_ENV = "SRCLI_DATASET_MIRROR"
+
+Progress = Callable[[int, "int | None"], None]
+"""Download progress: (bytes so far, total bytes or None)."""
+
+
+# --- the catalogue ---------------------------------------------------------------------------------
+
+BENCHMARK_URL = "https://cv.snu.ac.kr/research/EDSR/benchmark.tar"
+DIV2K_BASE = "http://data.vision.ee.ethz.ch/cvl/DIV2K/"
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One published archive file and what it unpacks to (relative to the cache folder `home`)."""
+
+    file: str
+    url: str
+    md5: str
+    home: str  # cache sub-folder it is extracted into: "benchmark" or "DIV2K"
+
+
+def _div2k(file: str, md5: str) -> Archive:
+    return Archive(file, DIV2K_BASE + file, md5, "DIV2K")
+
+
+ARCHIVES: dict[str, Archive] = {
+    archive.file: archive
+    for archive in (
+        Archive("benchmark.tar", BENCHMARK_URL, "4ace41d33c2384b97e6b320cd0afd6ba", "."),
+        _div2k("DIV2K_train_HR.zip", "bdc2d9338d4e574fe81bf7d158758658"),
+        _div2k("DIV2K_train_LR_bicubic_X2.zip", "9a637d2ef4db0d0a81182be37fb00692"),
+        _div2k("DIV2K_train_LR_bicubic_X3.zip", "ad80b9fe40c049a07a8a6c51bfab3b6d"),
+        _div2k("DIV2K_train_LR_bicubic_X4.zip", "76c43ec4155851901ebbe8339846d93d"),
+        _div2k("DIV2K_train_LR_unknown_X2.zip", "1396d023072c9aaeb999c28b81315233"),
+        _div2k("DIV2K_train_LR_unknown_X3.zip", "4e651308aaa54d917fb1264395b7f6fa"),
+        _div2k("DIV2K_train_LR_unknown_X4.zip", "e3c7febb1b3f78bd30f9ba15fe8e3956"),
+        _div2k("DIV2K_valid_HR.zip", "9fcdda83005c5e5997799b69f955ff88"),
+        _div2k("DIV2K_valid_LR_bicubic_X2.zip", "1512c9a3f7bde2a1a21a73044e46b9cb"),
+        _div2k("DIV2K_valid_LR_bicubic_X3.zip", "18b1d310f9f88c13618c287927b29898"),
+        _div2k("DIV2K_valid_LR_bicubic_X4.zip", "21962de700c8d368c6ff83314480eff0"),
+        _div2k("DIV2K_valid_LR_unknown_X2.zip", "d319bd9033573d21de5395e6454f34f8"),
+        _div2k("DIV2K_valid_LR_unknown_X3.zip", "05184168e3608b5c539fbfb46bcade4f"),
+        _div2k("DIV2K_valid_LR_unknown_X4.zip", "8ac3413102bb3d0adc67012efb8a6c94"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A named image set: its folders (relative to a root holding the benchmark/DIV2K layout) and archives.
+
+    `lr_dir` and the LR file name take `{s}` for the scale; `hr_archive`/`lr_archive` name the entries
+    of ARCHIVES that hold them (`lr_archive` with `{s}`). `first` keeps only the first N images.
+    """
+
+    name: str
+    home: str  # cache sub-folder ("benchmark" or "DIV2K")
+    hr_dir: str
+    lr_dir: str
+    lr_name: str
+    hr_archive: str
+    lr_archive: str
+    scales: tuple[int, ...]  # scales whose LR the published data holds
+    description: str
+    first: int | None = None
+    aliases: tuple[str, ...] = ()
+
+    def lr_file(self, stem: str, scale: int) -> str:
+        return self.lr_name.format(name=stem, s=scale)
+
+
+def _benchmark(name: str, description: str, aliases: tuple[str, ...] = ()) -> DatasetSpec:
+    return DatasetSpec(
+        name, "benchmark", f"{name}/HR", f"{name}/LR_bicubic/X{{s}}", "{name}x{s}.png",
+        "benchmark.tar", "benchmark.tar", (2, 3, 4), description, aliases=aliases,
+    )
+
+
+def _div2k_set(split: str, description: str, first: int | None = None, name: str | None = None,
+               aliases: tuple[str, ...] = ()) -> DatasetSpec:
+    return DatasetSpec(
+        name or f"DIV2K-{split}", "DIV2K", f"DIV2K_{split}_HR", f"DIV2K_{split}_LR_bicubic/X{{s}}",
+        "{name}x{s}.png", f"DIV2K_{split}_HR.zip", f"DIV2K_{split}_LR_bicubic_X{{s}}.zip", (2, 3, 4),
+        description, first=first, aliases=aliases,
+    )
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        _benchmark("Set5", "5 images (Bevilacqua et al.)"),
+        _benchmark("Set14", "14 images (Zeyde et al.)"),
+        _benchmark("B100", "100 images of the BSD300 test split", aliases=("BSD100",)),
+        _benchmark("Urban100", "100 urban scenes (Huang et al.)"),
+        _div2k_set("valid", "DIV2K validation, 0801-0900", aliases=("DIV2K",)),
+        _div2k_set("valid", "DIV2K validation 0801-0810 (the EDSR paper's Table 2)", first=10,
+                   name="DIV2K-valid10"),
+        _div2k_set("train", "DIV2K training, 0001-0800 (for training, never for scoring)"),
+    )
+}
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """Case-insensitive lookup by name or alias; an unknown name lists the known ones."""
+    wanted = name.strip().lower()
+    for spec in DATASETS.values():
+        if wanted in {spec.name.lower(), *(alias.lower() for alias in spec.aliases)}:
+            return spec
+    raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+
+
+# --- a dataset on disk -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImagePair:
+    """One HR image and its LR input at one scale (`lr_generated`: made here by MATLAB bicubic)."""
+
+    name: str
+    hr: np.ndarray
+    lr: np.ndarray
+    lr_generated: bool
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A set found on disk: its HR files, and the LR folder per scale where the data holds one."""
+
+    spec: DatasetSpec
+    root: Path
+    hr_paths: tuple[Path, ...]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def __len__(self) -> int:
+        return len(self.hr_paths)
+
+    def lr_path(self, stem: str, scale: int) -> Path | None:
+        """The published LR file, or None when this copy has no LR folder for the scale."""
+        folder = self.root / self.spec.lr_dir.format(s=scale)
+        return folder / self.spec.lr_file(stem, scale) if folder.is_dir() else None
+
+    def check_scale(self, scale: int) -> None:
+        """An LR folder that exists must hold every image: say which are missing, before any work."""
+        folder = self.root / self.spec.lr_dir.format(s=scale)
+        if not folder.is_dir():
+            return
+        missing = [self.spec.lr_file(p.stem, scale) for p in self.hr_paths
+                   if not (folder / self.spec.lr_file(p.stem, scale)).is_file()]
+        if missing:
+            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            raise DatasetError(f"{self.name}: {folder} lacks {shown}")
+        for hr_path in self.hr_paths:
+            hr_size, lr_size = png_size(hr_path), png_size(folder / self.spec.lr_file(hr_path.stem, scale))
+            if hr_size and lr_size:
+                self._check_sizes(hr_path.stem, hr_size, lr_size, scale)
+
+    def _check_sizes(self, stem: str, hr: tuple[int, ...], lr: tuple[int, ...], scale: int) -> None:
+        expected = (hr[0] // scale, hr[1] // scale)
+        if tuple(lr[:2]) != expected:
+            raise DatasetError(
+                f"{self.name}/{stem}: LR is {lr[1]}x{lr[0]} but HR {hr[1]}x{hr[0]} at x{scale} "
+                f"needs LR {expected[1]}x{expected[0]}"
+            )
+
+    def pairs(self, scale: int) -> Iterator[ImagePair]:
+        """HR/LR pairs at `scale`; LR made with MATLAB bicubic where the copy has none for that scale."""
+        self.check_scale(scale)
+        for hr_path in self.hr_paths:
+            hr = read_image(hr_path)
+            lr_path = self.lr_path(hr_path.stem, scale)
+            if lr_path is None:
+                yield ImagePair(hr_path.stem, hr, downscale(hr, scale), True)
+                continue
+            lr = read_image(lr_path)
+            self._check_sizes(hr_path.stem, hr.shape, lr.shape, scale)
+            yield ImagePair(hr_path.stem, hr, lr, False)
+
+
+def png_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) from a PNG's header without decoding it; None for anything else."""
+    with open(path, "rb") as handle:
+        head = handle.read(24)
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An 8-bit image as RGB HxWx3, or HxW when it is single-channel (scored as it is)."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise DatasetError(f"{path}: not a readable image")
+    if image.dtype != np.uint8:
+        raise DatasetError(f"{path}: {image.dtype} image; benchmark images are 8-bit")
+    if image.ndim == 3:
+        image = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2RGB)
+    return image
+
+
+_LAYOUT_HINT = "expected <Set>/HR/<name>.png and <Set>/LR_bicubic/X<s>/<name>x<s>.png"
+
+
+def open_dataset(spec: DatasetSpec, root: Path) -> Dataset:
+    """The set under `root` (which holds `Set5/`... or `benchmark/Set5/`...), or an error saying what is missing."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"data directory {root} does not exist")
+    for base in (root, root / spec.home):
+        if (base / spec.hr_dir).is_dir():
+            break
+    else:
+        hint = _LAYOUT_HINT if spec.home == "benchmark" else f"expected {spec.hr_dir}/ (the DIV2K archive layout)"
+        raise DatasetError(f"{root} has no {spec.hr_dir}/ folder for {spec.name} ({hint})")
+    hr_paths = sorted(p for p in (base / spec.hr_dir).iterdir() if p.suffix.lower() == ".png" and p.is_file())
+    if spec.first is not None:
+        hr_paths = hr_paths[: spec.first]
+    if not hr_paths:
+        raise DatasetError(f"{base / spec.hr_dir} holds no .png images")
+    return Dataset(spec, base, tuple(hr_paths))
+
+
+# --- fetching and safe extraction ------------------------------------------------------------------
+
+
+def datasets_home() -> Path:
+    """Where downloaded datasets are extracted: `<srcli data home>/datasets`."""
+    return data_home() / "datasets"
+
+
+def _marker(home: Path, archive: Archive) -> Path:
+    return home / ".extracted" / f"{archive.file}.md5"
+
+
+def is_extracted(archive: Archive, home: Path | None = None) -> bool:
+    """Whether the archive was fully extracted into the cache (a marker written after the rename)."""
+    marker = _marker(home or datasets_home(), archive)
+    return marker.is_file() and marker.read_text().strip() == archive.md5
+
+
+def archives_for(spec: DatasetSpec, scales: tuple[int, ...] = ()) -> list[Archive]:
+    """The archives a set needs: its HR, and its published LR for each of `scales` it has."""
+    files = [spec.hr_archive] + [spec.lr_archive.format(s=s) for s in scales if s in spec.scales]
+    return [ARCHIVES[file] for file in dict.fromkeys(files)]
+
+
+def _archive_url(archive: Archive, mirror: str | None) -> str:
+    mirror = os.environ.get(MIRROR_ENV) if mirror is None else mirror
+    return mirror.rstrip("/") + "/" + archive.file if mirror else archive.url
+
+
+def download_archive(
+    archive: Archive, *, mirror: str | None = None, home: Path | None = None, progress: Progress | None = None
+) -> Path:
+    """Fetch (resuming, md5-checked), extract safely into the cache, drop the archive; returns the cache."""
+    home = home or datasets_home()
+    if is_extracted(archive, home):
+        return home
+    downloads = home / ".downloads"
+    path = fetch(_archive_url(archive, mirror), downloads / archive.file, md5=archive.md5, progress=progress)
+    extract(path, home / archive.home)
+    marker = _marker(home, archive)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(archive.md5 + "\n")
+    path.unlink()
+    return home
+
+
+def _unsafe_reason(name: str) -> str | None:
+    """Why an archive member name could escape the target, or None when it is a plain relative path."""
+    if "\\" in name or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return "an absolute or non-POSIX path"
+    if ".." in PurePosixPath(name).parts:
+        return "a '..' path"
+    return None
+
+
+def _refuse(label: str, name: str, reason: str | None) -> None:
+    if reason:
+        raise DatasetError(f"{label}: refused, member {name!r} is {reason}")
+
+
+def _tar_entries(archive: tarfile.TarFile, label: str) -> list[tuple[str, Callable[[], IO[bytes]] | None]]:
+    """(name, opener or None for a folder) per member, after every member passed the checks."""
+    entries = []
+    for member in archive.getmembers():
+        _refuse(label, member.name, _unsafe_reason(member.name)
+                or (None if member.isfile() or member.isdir() else "a link or special file"))
+        entries.append((member.name, partial(archive.extractfile, member) if member.isfile() else None))
+    return entries
+
+
+def _zip_entries(archive: zipfile.ZipFile, label: str) -> list[tuple[str, Callable[[], IO[bytes]] | None]]:
+    entries = []
+    for info in archive.infolist():
+        mode = info.external_attr >> 16
+        special = mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+        _refuse(label, info.filename, _unsafe_reason(info.filename) or ("a link or special file" if special else None))
+        entries.append((info.filename, None if info.is_dir() else partial(archive.open, info)))
+    return entries
+
+
+def extract(archive_path: Path, target: Path) -> None:
+    """Unpack a .tar/.zip into `target`, merging with what is there; a single unsafe member refuses it all.
+
+    Every member is checked before a byte is written; files are written by this code (never by
+    tarfile/zipfile's own extract), then moved into place from a temporary folder beside `target`.
+    """
+    archive_path, target = Path(archive_path), Path(target)
+    label = archive_path.name
+    target.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=target))
+    try:
+        if zipfile.is_zipfile(archive_path):
+            with zipfile.ZipFile(archive_path) as zipped:
+                _write_entries(_zip_entries(zipped, label), staging)
+        elif tarfile.is_tarfile(archive_path):
+            with tarfile.open(archive_path) as tarred:
+                _write_entries(_tar_entries(tarred, label), staging)
+        else:
+            raise DatasetError(f"{label}: not a tar or zip archive")
+        _merge_into(staging, target)
+    except (OSError, zipfile.BadZipFile, tarfile.TarError) as error:
+        raise DatasetError(f"{label}: extraction failed ({type(error).__name__}: {error})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_entries(entries: list[tuple[str, Callable[[], IO[bytes]] | None]], staging: Path) -> None:
+    for name, opener in entries:
+        path = staging / name
+        if opener is None:
+            path.mkdir(parents=True, exist_ok=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with opener() as source, path.open("wb") as handle:
+            shutil.copyfileobj(source, handle, 1 << 20)
+
+
+def _merge_into(source: Path, target: Path) -> None:
+    """Move each entry of `source` into `target`: whole subtrees by rename where the name is free."""
+    for entry in source.iterdir():
+        destination = target / entry.name
+        if destination.is_dir() and entry.is_dir():
+            _merge_into(entry, destination)
+        else:
+            os.replace(entry, destination)
+
+
+def prepare(
+    name: str,
+    data_dir: Path | str | None = None,
+    progress: Progress | None = None,
+    *,
+    scales: tuple[int, ...] = (),
+    mirror: str | None = None,
+) -> Dataset:
+    """A ready dataset: from `data_dir`, else $SRCLI_DATA, else the cache (downloaded when absent).
+
+    `scales` says which published LR archives are wanted (DIV2K ships one per scale); a scale the
+    data lacks is made on the fly by MATLAB bicubic. `progress` reports download bytes.
+    """
+    spec = dataset_spec(name)
+    chosen = data_dir if data_dir is not None else os.environ.get(DATA_ENV) or None
+    if chosen is not None:
+        return open_dataset(spec, Path(chosen).expanduser())
+    home = datasets_home()
+    missing = [archive for archive in archives_for(spec, scales) if not is_extracted(archive, home)]
+    for archive in missing:
+        download_archive(archive, mirror=mirror, home=home, progress=progress)
+    return open_dataset(spec, home)
+
+
+def _downloadables():
+    """Each archive as a thing `srcli download NAME` can fetch (name: the file without its extension)."""
+    for archive in ARCHIVES.values():
+        yield Downloadable(
+            name=archive.file.rsplit(".", 1)[0], kind="dataset", size=None,
+            describe=f"dataset archive {archive.file}, extracted into {datasets_home() / archive.home}",
+            present=lambda archive=archive: is_extracted(archive),
+            fetch=lambda mirror, progress, archive=archive: download_archive(archive, mirror=mirror, progress=progress),
+        )
+
+
+register("dataset", _downloadables)

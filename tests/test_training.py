@@ -1,0 +1,225 @@
+"""srcli train: patch data, recipes, exact resume, init-from, export, and bad input (one line, non-zero exit)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from srcli.errors import TrainingError
+from srcli.models import build
+from srcli.resize import downscale
+from srcli.training import Trainer, configure, make_config
+from srcli.training.data import PatchSampler, TrainingData, drop_small, load_training_data, minibatch_scale
+from srcli.weights import load_checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def tiny_images(tmp_path: Path) -> Path:
+    """Six smooth synthetic images of the T91 kind of size (real T91 images are used where noted)."""
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for index in range(6):
+        small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+        cv2.imwrite(str(folder / f"{index}.png"), cv2.resize(small, (96, 72), interpolation=cv2.INTER_CUBIC))
+    return folder
+
+
+def _train(out: Path, data: Path, resume: bool = False, recipe: str | None = "edsr-baseline", **overrides):
+    settings = {"data": [str(data)], "out": str(out), "batch": 4, "patch": 12, "log_every": 1,
+                "checkpoint_every": 1000, "seed": 5, **overrides}
+    config, state = configure(None if resume else recipe, settings, resume)
+    return Trainer(config, state).run()
+
+
+def _losses(run: Path) -> list[float]:
+    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return [line["loss"] for line in lines if "loss" in line]
+
+
+def test_patches_are_aligned_with_the_bicubic_lr(tiny_images: Path, tmp_path: Path) -> None:
+    data = load_training_data([str(tiny_images)], [3], "lr", tmp_path / "cache")
+    sampler = PatchSampler(data, patch=8, batch=16, seed=0, augment=False)
+    lr, hr, scale = sampler.batch(0)
+    assert (lr.shape, hr.shape, scale) == ((16, 8, 8, 3), (16, 24, 24, 3), 3)
+    # an HR patch at a multiple of the scale downscales to exactly its LR patch (MATLAB bicubic is local
+    # up to the border, so compare the interior)
+    again = np.stack([downscale(patch, 3) for patch in hr])
+    assert np.abs(again[:, 2:-2, 2:-2].astype(int) - lr[:, 2:-2, 2:-2].astype(int)).max() <= 1
+
+
+def test_batches_depend_only_on_seed_rank_step_and_augment_both_sides(tiny_images: Path, tmp_path: Path) -> None:
+    data = load_training_data([str(tiny_images)], [2], "lr", tmp_path / "cache")
+    first, second = PatchSampler(data, 8, 8, seed=1), PatchSampler(data, 8, 8, seed=1)
+    assert np.array_equal(first.batch(7)[0], second.batch(7)[0])
+    assert not np.array_equal(first.batch(7)[0], first.batch(8)[0])
+    other_rank = PatchSampler(data, 8, 8, seed=1, rank=1)
+    assert not np.array_equal(first.batch(7)[0], other_rank.batch(7)[0])
+    # the cache gives back the same arrays without decoding
+    cached = load_training_data([str(tiny_images)], [2], "lr", tmp_path / "cache")
+    assert all(np.array_equal(a, b) for a, b in zip(data.lr[2], cached.lr[2], strict=True))
+
+
+def test_small_images_are_dropped_and_none_left_is_an_error() -> None:
+    big, small = np.zeros((40, 40, 3), np.uint8), np.zeros((10, 10, 3), np.uint8)
+    data = TrainingData("lr", ["big", "small"], [big, small], {2: [big[:20, :20], small[:5, :5]]})
+    warnings = []
+    kept = drop_small(data, 8, warnings.append)
+    assert kept.names == ["big"] and "small" in warnings[0]["message"]
+    with pytest.raises(TrainingError, match="smaller than a 30x30 patch"):
+        drop_small(data, 30)
+
+
+def test_recipes_hold_the_papers_settings() -> None:
+    edsr = make_config("edsr-baseline")
+    assert (edsr.loss, edsr.optimizer, edsr.lr, edsr.lr_step, edsr.lr_gamma, edsr.batch, edsr.patch) == (
+        "l1", "adam", 1e-4, 200_000, 0.5, 16, 48)
+    vdsr = make_config("vdsr")
+    assert (vdsr.loss, vdsr.optimizer, vdsr.lr, vdsr.lr_gamma, vdsr.momentum, vdsr.weight_decay, vdsr.clip) == (
+        "mse", "sgd", 0.1, 0.1, 0.9, 1e-4, 0.4)
+    assert (vdsr.lr_step_epochs, vdsr.steps_epochs, vdsr.scales) == (20.0, 80.0, [2, 3, 4])
+    with pytest.raises(TrainingError, match="single-scale"):
+        make_config("edsr-baseline", scales=[2, 3])
+
+
+def test_resume_continues_exactly(tiny_images: Path, tmp_path: Path) -> None:
+    _train(tmp_path / "once", tiny_images, steps=6)
+    _train(tmp_path / "twice", tiny_images, steps=3)
+    _train(tmp_path / "twice", tiny_images, resume=True, steps=6)
+    once, twice = _losses(tmp_path / "once"), _losses(tmp_path / "twice")
+    assert len(once) == len(twice) == 6
+    assert np.allclose(once, twice, rtol=1e-5, atol=1e-6)
+
+
+def test_mdsr_updates_only_the_scale_it_trained(tiny_images: Path, tmp_path: Path) -> None:
+    result = _train(tmp_path / "mdsr", tiny_images, recipe="mdsr-baseline", steps=1)
+    trained = torch.load(result.weights, weights_only=True)
+    torch.manual_seed(5)
+    fresh = build("mdsr-baseline", scales=(2, 3, 4)).state_dict()
+    scale = [2, 3, 4].index(minibatch_scale([2, 3, 4], seed=5, step=0))
+    for index in range(3):
+        key = f"upsample.{index}.0.weight"
+        changed = not torch.equal(trained[key], fresh[key])
+        assert changed == (index == scale), (index, scale)
+
+
+def test_export_loads_and_init_from_skips_only_the_upsampler(tiny_images: Path, tmp_path: Path) -> None:
+    x2 = _train(tmp_path / "x2", tiny_images, steps=2)
+    model, spec = load_checkpoint(x2.weights)
+    assert (spec.arch, spec.config["scale"]) == ("edsr", 2)
+    exported = torch.load(x2.weights, weights_only=True)
+    assert torch.equal(model.state_dict()["body.3.body.0.weight"], exported["body.3.body.0.weight"])
+    meta = json.loads((tmp_path / "x2" / "model.json").read_text())
+    assert meta["steps"] == 2 and len(meta["sha256"]) == 64
+    x3 = _train(tmp_path / "x3", tiny_images, scales=[3], steps=1, init_from=str(x2.weights), lr=1e-12)
+    state3 = torch.load(x3.weights, weights_only=True)
+    state2 = torch.load(x2.weights, weights_only=True)
+    assert torch.allclose(state3["head.0.weight"], state2["head.0.weight"], atol=1e-6)
+    assert state3["tail.0.0.weight"].shape[0] == 9 * 64
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "srcli", "train", *args], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("missing", "does not exist"),
+        ("empty", "holds no PNG"),
+        ("too-small", "smaller than a 48x48 patch"),
+        ("edsr-two-scales", "single-scale"),
+        ("vdsr-x8", "cannot train x8"),
+        ("resume-nothing", "no checkpoint to continue"),
+        ("init-vdsr", "is a vdsr model"),
+    ],
+)
+def test_bad_input_is_one_line_and_a_nonzero_exit(case: str, expected: str, tmp_path: Path,
+                                                 tiny_images: Path) -> None:
+    out = tmp_path / "run"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    vdsr = tmp_path / "vdsr.pt"
+    torch.save(build("vdsr").state_dict(), vdsr)
+    args = {
+        "missing": ["--data", str(tmp_path / "nowhere")],
+        "empty": ["--data", str(empty)],
+        "too-small": ["--data", str(tiny_images), "--scale", "4"],
+        "edsr-two-scales": ["--data", str(tiny_images), "--scale", "2,3"],
+        "vdsr-x8": ["--recipe", "vdsr", "--data", str(tiny_images), "--scale", "8"],
+        "resume-nothing": ["--resume"],
+        "init-vdsr": ["--data", str(tiny_images), "--patch", "8", "--init-from", str(vdsr)],
+    }[case]
+    result = _cli(*args, "--out", str(out), "--steps", "1")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode != 0
+    assert len(errors) == 1 and expected in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()  # a refused run writes nothing
+
+
+def test_a_sets_own_lr_is_used_and_its_lr_folders_are_not_taken_as_hr(tmp_path: Path) -> None:
+    hr = np.random.default_rng(2).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    own = np.full((20, 30, 3), 7, np.uint8)  # deliberately not the bicubic of hr
+    (tmp_path / "DIV2K_train_HR").mkdir()
+    (tmp_path / "DIV2K_train_LR_bicubic" / "X2").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "DIV2K_train_HR" / "0001.png"), hr)
+    cv2.imwrite(str(tmp_path / "DIV2K_train_LR_bicubic" / "X2" / "0001x2.png"), own)
+    data = load_training_data([str(tmp_path)], [2, 3], "lr", None)
+    assert len(data) == 1
+    assert np.array_equal(data.lr[2][0], own)
+    assert np.array_equal(data.lr[3][0], downscale(hr[:, :, ::-1], 3))
+
+
+def test_ddp_on_two_cpu_processes_shards_patches_and_writes_once(tiny_images: Path, tmp_path: Path) -> None:
+    """Rank 0 sees the single-process batch, so step 1's loss matches; step 2 differs because the update
+    averaged rank 1's gradient (its own patches). Unused MDSR upsamplers stay untouched under DDP."""
+    single = _train(tmp_path / "single", tiny_images, recipe="mdsr-baseline", steps=2)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+               "-m", "srcli", "train", "--recipe", "mdsr-baseline", "--data", str(tiny_images), "--out", str(out),
+               "--steps", "2", "--batch", "4", "--patch", "12", "--log-every", "1", "--seed", "5"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ddp, alone = _losses(out), _losses(single.run_dir)
+    assert len(ddp) == 2  # one writer
+    assert ddp[0] == pytest.approx(alone[0], rel=1e-5)
+    assert ddp[1] != pytest.approx(alone[1], rel=1e-4)
+    trained = torch.load(out / "model.pt", weights_only=True)
+    torch.manual_seed(5)
+    fresh = build("mdsr-baseline", scales=(2, 3, 4)).state_dict()
+    used = {minibatch_scale([2, 3, 4], seed=5, step=s) for s in range(2)}
+    for index, scale in enumerate((2, 3, 4)):
+        key = f"upsample.{index}.0.weight"
+        assert torch.equal(trained[key], fresh[key]) == (scale not in used)
+
+
+def test_short_run_on_real_images_learns_resumes_and_exports(train_dir: Path, tmp_path: Path) -> None:
+    images = sorted((train_dir / "T91").iterdir())[:6]
+    out = tmp_path / "run"
+    settings = {"data": [str(p) for p in images], "out": str(out), "batch": 4, "patch": 24, "log_every": 1,
+                "checkpoint_every": 1000, "lr": 3e-4}
+    config, _ = configure("edsr-baseline", {**settings, "steps": 20}, resume=False)
+    Trainer(config).run()
+    config, state = configure(None, {**settings, "steps": 30}, resume=True)
+    result = Trainer(config, state).run()
+    losses = _losses(out)
+    assert len(losses) == 30 and result.step == 30
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
+    model, spec = load_checkpoint(result.weights)
+    assert spec.config["scale"] == 2
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 10, 12) * 255).shape == (1, 3, 20, 24)
