@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from srcli.cli import app, main
 from srcli.datasets import ARCHIVES
+from srcli.download import downloadables
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,7 +27,6 @@ OFFICIAL = {
     "mdsr-baseline": ("a00cab12f80c2a7cf0a15c3b9fcae3cfe9273121e8942692303e5010d1dca5ef", 12924933),
     "mdsr": ("4a78bedfdb8fb1ad81b4bce9e13a907c0355a2ab52adafe2da868f9bb9096311", 31869146),
 }
-KNOWN = ", ".join(sorted([*OFFICIAL, *(file.rsplit(".", 1)[0] for file in ARCHIVES)]))
 
 
 def test_models_json_lists_every_official_file(srcli_home):
@@ -87,4 +87,6 @@ def test_download_failure_is_one_line_and_nonzero(served_entry, dead_url, monkey
 def test_unknown_name_is_one_line(srcli_home, monkeypatch, capsys):
     code, err = _run_main(monkeypatch, capsys, "download", "edsr-x5", "edsr-baseline-x2")
     assert code == 2
-    assert err.strip().splitlines() == [f"error: nothing called edsr-x5 can be downloaded; known: {KNOWN}"]
+    known = sorted(downloadables())
+    assert {*OFFICIAL, "benchmark", *(file.rsplit(".", 1)[0] for file in ARCHIVES)} <= set(known)
+    assert err.strip().splitlines() == [f"error: nothing called edsr-x5 can be downloaded; known: {', '.join(known)}"]
