@@ -50,6 +50,7 @@ class ImageResult:
     output_size: tuple[int, int] | None = None
     seconds: float = 0.0
     rank: int = 0
+    plan: dict | None = None  # how the engine ran it (device, precision, tile, batch, back-offs); set by the CLI
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -7,9 +7,28 @@ import typer
 from srcli import __version__
 from srcli.cli import common, eval_cmd, models_cmd, train_cmd, upscale_cmd
 
+HELP = """Image super-resolution with EDSR, MDSR and VDSR: upscale photos, reproduce the papers' scores, train.
+
+Works offline: srcli ships trained models and picks the best for the scale.
+
+Errors are one line; human output goes to stderr, --json output to stdout.
+
+[bold]Examples[/]
+
+  srcli upscale photo.png --scale 4             (-> photo_x4.png)
+
+  srcli upscale holiday/ -o holiday_x2/ --scale 2 --ensemble
+
+  srcli eval set5 set14 --model bicubic --scale 2,3,4
+
+  srcli train --recipe edsr-baseline --data my_photos/ --out runs/x2
+
+  srcli models                                  (what --model can name)
+"""
+
 app = typer.Typer(
     name="srcli",
-    help="Image super-resolution with EDSR, MDSR and VDSR: upscale photos, reproduce the papers' scores, train.",
+    help=HELP,
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="rich",

@@ -29,13 +29,27 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _click_exception() -> type[Exception]:
-    """Click's usage-error base class; recent Typer releases vendor click as typer._click."""
+def _click_exceptions() -> tuple[type[Exception], type[Exception]]:
+    """Click's error base and usage-error classes; recent Typer releases vendor click as typer._click."""
     try:
-        from click.exceptions import ClickException
+        from click.exceptions import ClickException, UsageError
     except ImportError:
-        from typer._click.exceptions import ClickException
-    return ClickException
+        from typer._click.exceptions import ClickException, UsageError
+    return ClickException, UsageError
+
+
+def _show_click_error(error: Exception) -> None:
+    """A usage error (bad or missing option) as one line that points at --help; anything else as click shows it."""
+    _, usage_error = _click_exceptions()
+    if not isinstance(error, usage_error) or type(error).__name__ == "NoArgsIsHelpError":
+        error.show()
+        return
+    context = getattr(error, "ctx", None)
+    message = error.format_message()
+    if message.endswith(".") and not message.endswith("..."):
+        message = message[:-1]
+    hint = f" (see `{context.command_path} --help`)" if context is not None else ""
+    fail(f"{message}{hint}")
 
 
 def run(app: typer.Typer) -> None:
@@ -57,8 +71,8 @@ def run(app: typer.Typer) -> None:
         fail(str(error), error.exit_code)
         sys.exit(error.exit_code)
     except Exception as error:  # click usage errors and anything unexpected
-        if isinstance(error, _click_exception()):
-            error.show()
+        if isinstance(error, _click_exceptions()[0]):
+            _show_click_error(error)
             sys.exit(error.exit_code)
         if isinstance(error, typer.Abort):
             sys.exit(130)
@@ -72,11 +86,13 @@ def run(app: typer.Typer) -> None:
 
 
 def parse_scales(text: str) -> list[int]:
-    """'2,3,4' -> [2, 3, 4]."""
+    """'2,3,4' (or 'x2,x3,x4', as the papers write them) -> [2, 3, 4]."""
     try:
-        scales = [int(part) for part in text.replace(" ", "").split(",") if part]
+        scales = [int(part.lstrip("xX")) for part in text.replace(" ", "").split(",") if part]
     except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a comma-separated list of integers") from None
+        raise typer.BadParameter(
+            f"{text!r} is not a comma-separated list of scales (examples: 2, 2,3,4)", param_hint="'--scale'"
+        ) from None
     if not scales or any(s < 1 for s in scales):
-        raise typer.BadParameter(f"{text!r} holds no valid scale")
+        raise typer.BadParameter(f"{text!r} holds no valid scale", param_hint="'--scale'")
     return scales

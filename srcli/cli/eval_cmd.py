@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from srcli.cli.common import console, fail, parse_scales, stdout
+from srcli.errors import DownloadError
 
 
 class ProtocolChoice(str, Enum):
@@ -37,15 +38,18 @@ def _resolve_models(model: str | None, weights: Path | None, scales: list[int]) 
 def _results_table(results: list) -> Table:
     columns = sorted({r.reference.column for r in results if r.reference})
     caption = f"paper: EDSR paper Table 3, column {', '.join(columns)}" if columns else None
-    table = Table(title="srcli eval", caption=caption, box=box.SIMPLE_HEAD, header_style="bold")
+    table = Table(title="srcli eval", caption=caption, box=box.SIMPLE_HEAD, header_style="bold", show_edge=False,
+                  collapse_padding=True)
     for title in ("set", "scale", "method", "PSNR", "SSIM", "paper", "Δ PSNR", "s/img"):
-        table.add_column(title, justify="left" if title in ("set", "method") else "right", no_wrap=True)
+        # Only the method (a model name or file) may wrap, so the numbers stay whole in 80 columns.
+        table.add_column(title, justify="left" if title in ("set", "method") else "right", no_wrap=title != "method",
+                         overflow="fold")
     for result in results:
         ref = result.reference
         method = Path(result.method).name + (" +ens" if result.ensemble else "")
         table.add_row(
             result.dataset, f"x{result.scale}", method, f"{result.psnr:.3f}", f"{result.ssim:.4f}",
-            f"{ref.psnr:.2f} / {ref.ssim:.4f}" if ref else "-",
+            f"{ref.psnr:.2f}/{ref.ssim:.4f}" if ref else "-",
             f"{result.psnr - ref.psnr:+.3f}" if ref else "-",
             f"{result.seconds / max(len(result.rows), 1):.3f}",
         )
@@ -67,7 +71,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("eval")
     def eval_command(
-        sets: list[str] = typer.Argument(..., help="Datasets: set5 set14 b100 urban100 div2k-valid div2k-valid10."),
+        sets: list[str] = typer.Argument(
+            ..., metavar="SET", help="Datasets: set5 set14 b100 urban100 div2k-valid div2k-valid10."
+        ),
         model: str = typer.Option(None, "--model", "-m", help="Catalogue name, a checkpoint path, or 'bicubic'."),
         weights: Path = typer.Option(None, "--weights", "-w", help="A checkpoint file (any supported layout)."),
         scale: str = typer.Option("2,3,4", "--scale", "-s", help="Scales, comma-separated."),
@@ -115,7 +121,7 @@ def register(app: typer.Typer) -> None:
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
                    TimeElapsedColumn())
         results = []
-        with Progress(*columns, console=console, transient=True) as bar:
+        with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
             download_task = None
 
             def on_bytes(done: int, total: int | None) -> None:
@@ -125,7 +131,14 @@ def register(app: typer.Typer) -> None:
                 size = f"/{total / 1e6:.1f}" if total else ""
                 bar.update(download_task, completed=done, total=total, detail=f"{done / 1e6:.1f}{size} MB")
 
-            datasets = [prepare(spec.name, data_dir, on_bytes, scales=tuple(scales), mirror=mirror) for spec in specs]
+            try:
+                datasets = [
+                    prepare(spec.name, data_dir, on_bytes, scales=tuple(scales), mirror=mirror) for spec in specs
+                ]
+            except DownloadError as error:
+                raise DownloadError(
+                    f"{error}; pass --data-dir DIR (a copy of the sets) or --mirror URL (a server with the archives)"
+                ) from None
             for dataset in datasets:  # every LR folder complete and every size right, before any scoring
                 for each_scale in scales:
                     dataset.check_scale(each_scale)

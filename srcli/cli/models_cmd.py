@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import typer
+from rich import box
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -34,9 +35,15 @@ def _megabytes(size: int | None) -> str:
     return "?" if size is None else f"{size / 1e6:.1f} MB"
 
 
-def _psnr_cell(entry: weights.Weights, dataset: str) -> str:
-    values = [entry.psnr(dataset, s) for s in entry.scales]
-    return "/".join(f"{v:.2f}" for v in values) if any(v is not None for v in values) else "—"
+_TABLE_SCALES = (2, 3, 4)
+
+
+def _psnr_cell(entry: weights.Weights, scale: int) -> str:
+    """Set5 PSNR at one scale; '—' where the model has the scale but no published Set5 score, blank without it."""
+    if scale not in entry.scales:
+        return ""
+    value = entry.psnr("Set5", scale)
+    return "—" if value is None else f"{value:.2f}"
 
 
 def _as_record(entry: weights.Weights) -> dict[str, Any]:
@@ -56,19 +63,28 @@ def _as_record(entry: weights.Weights) -> dict[str, Any]:
 
 
 def _catalogue_table(entries: list[weights.Weights]) -> Table:
-    table = Table(title="srcli pretrained models", title_justify="left")
-    for header, justify in (("name", "left"), ("arch", "left"), ("scales", "left"), ("params", "right"),
-                            ("Set5 PSNR (Y)", "right"), ("DIV2K PSNR (RGB)", "right"), ("size", "right"),
-                            ("status", "left")):
-        table.add_column(header, justify=justify, no_wrap=header == "name")
+    """Fits 80 columns (CI logs, pipes): the name says the architecture; DIV2K and Set14 scores are in --json."""
+    table = Table(title="srcli pretrained models (Set5 PSNR, Y channel)", title_justify="left",
+                  box=box.SIMPLE_HEAD, show_edge=False, header_style="bold", caption_justify="left")
+    table.add_column("name", no_wrap=True)
+    for scale in _TABLE_SCALES:
+        table.add_column(f"x{scale}", justify="right", no_wrap=True)
+    for header in ("params", "size", "status"):
+        table.add_column(header, justify="left" if header == "status" else "right", no_wrap=True)
+    defaults = {name for name in map(weights.default_model, _TABLE_SCALES) if name}
     for entry in entries:
         status = entry.status()
+        name = f"[bold]{entry.name}[/]" if entry.name in defaults else entry.name
         table.add_row(
-            entry.name, entry.preset, ",".join(f"x{s}" for s in entry.scales), f"{entry.parameters / 1e6:.2f}M",
-            _psnr_cell(entry, "Set5"), _psnr_cell(entry, weights.DIV2K_RGB), _megabytes(entry.bytes),
-            f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]",
+            name, *(_psnr_cell(entry, scale) for scale in _TABLE_SCALES), f"{entry.parameters / 1e6:.2f}M",
+            _megabytes(entry.bytes), f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]",
         )
-    table.caption = f"cache: {weights.cache_dir()}   mirror: ${download.MIRROR_ENV} or --mirror"
+    lines = []
+    if defaults:
+        lines.append(f"default (no --model or --weights): {', '.join(sorted(defaults))}")
+    lines.append("—: no published Set5 score; DIV2K and Set14 scores: srcli models --json")
+    lines.append(f"cache: {weights.cache_dir()}   mirror: ${download.MIRROR_ENV} or --mirror")
+    table.caption = "\n".join(lines)
     return table
 
 
@@ -113,6 +129,7 @@ def register(app: typer.Typer) -> None:
         Status: [cyan]embedded[/] ships with srcli, [green]cached[/] is downloaded, remote downloads on first use.
 
         PSNR is what each model's source reports; --json has every set, scale and the protocol.
+        The default model (used without --model or --weights) is shown in bold.
 
         Examples:
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
+import torch
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -27,12 +29,13 @@ from srcli.batch import (
 )
 from srcli.cli.common import console, stdout
 from srcli.cli.models_cmd import download_progress
-from srcli.engine import UpscaleOptions, Upscaler
-from srcli.errors import SrcliError
+from srcli.engine import Plan, UpscaleOptions, Upscaler, choose_device, choose_dtype
+from srcli.errors import DeviceError, ScaleError, SrcliError
 from srcli.imageio import DEFAULT_MAX_PIXELS
 from srcli.pipeline import ImagePipeline
 
 _UNITS = {"k": 1e3, "m": 1e6, "mp": 1e6, "g": 1e9, "gp": 1e9}
+_PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 def parse_pixels(text: str) -> int:
@@ -58,11 +61,16 @@ def resolve_model(
     name = model or (str(weights_path) if weights_path is not None else None)
     if name is None:
         default_model = getattr(weights, "default_model", None)
-        name = default_model(scale or 4) if default_model is not None else None
-        if name is None:
+        scale = scale or 4
+        name = default_model(scale) if default_model is not None else None
+        if name is None and scale in (2, 3, 4):
             raise SrcliError(
-                f"no built-in x{scale or 4} model is available: pass --weights PATH (a .pt/.pth checkpoint) "
-                "or --model NAME (see `srcli models`)"
+                f"srcli's embedded x{scale} model is missing from this install: pass --weights PATH or --model NAME"
+            )
+        if name is None:
+            raise ScaleError(
+                f"srcli's built-in models upscale x2, x3 or x4, not x{scale}: use --scale 4 --outscale {scale} "
+                "(the x4 model, then a resize), or --weights PATH / --model NAME for a model of that scale"
             )
     if console.is_terminal:  # a byte bar while a catalogue file downloads; logs and pipes need none
         with download_progress() as track:
@@ -79,12 +87,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command("upscale")
     def upscale_command(
-        inputs: list[str] = typer.Argument(..., metavar="INPUT...", help="Image files, folders or globs."),
+        inputs: list[str] = typer.Argument(..., metavar="INPUT", help="Image files, folders or globs."),
         output: Path | None = typer.Option(
             None, "-o", "--output", help="Output file (one input) or folder. Default: beside each input."
         ),
         scale: int | None = typer.Option(
-            None, "-s", "--scale", help="Model scale: 2, 3 or 4. Default: the checkpoint's, else 4."
+            None, "-s", "--scale", min=1, help="Model scale: 2, 3 or 4. Default: the checkpoint's, else 4."
         ),
         model: str | None = typer.Option(None, "-m", "--model", help="Catalogue model name (see `srcli models`)."),
         weights_path: Path | None = typer.Option(
@@ -99,8 +107,11 @@ def register(app: typer.Typer) -> None:
         tile_pad: int | None = typer.Option(
             None, "--tile-pad", min=0, help="Tile overlap. Default: the network's receptive field (exact output)."
         ),
+        batch: int | None = typer.Option(
+            None, "--batch", min=1, help="Tiles per forward pass. Default: as many as free memory allows."
+        ),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-        precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 or bf16 (fp16/bf16: CUDA only)."),
+        precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 or bf16 (fp16/bf16: GPU only)."),
         outscale: float | None = typer.Option(
             None, "--outscale", min=1.0, help="Final scale if not the model's (model scale, then a resize)."
         ),
@@ -120,11 +131,14 @@ def register(app: typer.Typer) -> None:
             None, "--mirror", metavar="URL", help="Mirror for catalogue downloads (default $SRCLI_MIRROR)."
         ),
         as_json: bool = typer.Option(False, "--json", help="Print a machine-readable result on stdout."),
+        verbose: bool = typer.Option(
+            False, "-v", "--verbose", help="Show how the engine ran each image: device, precision, tile, batch."
+        ),
     ) -> None:
-        """Upscale images with an EDSR, MDSR or VDSR model.
+        """Upscale images with an EDSR, MDSR or VDSR model (default: srcli's embedded model for the scale).
 
-        Outputs are named [bold]<stem>_x<scale>.<ext>[/]: beside each input file, in [bold]<folder>_x<scale>/[/]
-        for a folder, or under [bold]-o[/]. Existing outputs are never replaced silently, and inputs never.
+        Outputs are named [bold]<stem>_x<scale>.<ext>[/]: beside each input file, in [bold]<folder>_x<scale>/[/] for a
+        folder, or under [bold]-o[/]. Existing outputs are never replaced silently, and inputs never.
 
         [bold]Examples[/]
 
@@ -139,6 +153,7 @@ def register(app: typer.Typer) -> None:
         if skip_existing and overwrite:
             raise SrcliError("--skip-existing and --overwrite contradict each other: pick one")
         pixel_limit = parse_pixels(max_pixels) or None
+        check_device(device, precision)
         shard = join_shard()
         try:
             resolved, scale = resolve_model(model, weights_path, scale, mirror)
@@ -155,6 +170,7 @@ def register(app: typer.Typer) -> None:
                     tile_pad=tile_pad,
                     ensemble=ensemble,
                     outscale=outscale,
+                    batch=batch,
                 ),
                 output_format,
                 quality,
@@ -162,6 +178,7 @@ def register(app: typer.Typer) -> None:
                 "skip" if skip_existing else "overwrite" if overwrite else "refuse",
                 pixel_limit,
                 as_json,
+                verbose,
             )
         except KeyboardInterrupt:
             # Handled here so the exit status is 130 whatever the framework does with KeyboardInterrupt.
@@ -173,12 +190,21 @@ def register(app: typer.Typer) -> None:
             raise SystemExit(code)
 
 
+def check_device(device: str, precision: str) -> None:
+    """Refuse an absent device or a precision that cannot help, before any input is looked at."""
+    chosen = choose_device(device)
+    choose_dtype(precision, chosen)
+    if chosen.type == "cpu" and precision in ("fp16", "bf16"):
+        raise DeviceError(
+            f"--precision {precision} needs a GPU: on the CPU half precision is many times slower than fp32; "
+            "use --precision auto (fp32 on the CPU)"
+        )
+
+
 def _shard_device(device: str, shard: Shard) -> str:
     """Under torchrun with GPUs, each local rank takes its own GPU."""
     if device != "auto" or shard.world == 1:
         return device
-    import torch
-
     return f"cuda:{shard.local_rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
 
 
@@ -195,6 +221,7 @@ def _upscale(
     existing: str,
     max_pixels: int | None,
     as_json: bool,
+    verbose: bool = False,
 ) -> int:
     started = time.perf_counter()
     found, problems = collect_inputs(inputs, recursive)
@@ -203,7 +230,7 @@ def _upscale(
     shard.wait_for_all()
     upscaler = Upscaler(resolved.model, scale, options)
     pipeline = ImagePipeline(upscaler)
-    device = str(getattr(upscaler, "device", options.device))
+    device = f"{upscaler.device} {_PRECISION_NAMES.get(upscaler.dtype, upscaler.dtype)}"
     mine = shard.take(jobs)
     lone = len(jobs) + len(problems) == 1
     if shard.rank == 0:
@@ -211,7 +238,7 @@ def _upscale(
             _report_failure(problem)
         if not lone:
             where = f", {shard.world} processes" if shard.world > 1 else ""
-            heading = f"upscaling {len(jobs)} image(s) x{label} with {resolved.name} on {device}{where}"
+            heading = f"upscaling {len(jobs)} image(s) x{label} with {Path(resolved.name).name} on {device}{where}"
             console.print(heading, soft_wrap=True)
 
     with _progress(len(mine)) as progress:
@@ -227,6 +254,10 @@ def _upscale(
         def finished_image(result: ImageResult) -> None:
             progress.update(tiles, visible=False)
             progress.advance(images)
+            if result.status == "written" and upscaler.last_plan is not None:
+                result.plan = describe_plan(upscaler, upscaler.last_plan, result.input_size)
+                if not lone and (verbose or _plan_note(result.plan)):
+                    progress.console.print(f"{result.source}: {_plan_text(result.plan)}", soft_wrap=True)
             if result.status == "failed":
                 _report_failure(result)
 
@@ -237,9 +268,9 @@ def _upscale(
     summary.seconds = time.perf_counter() - started
     if shard.rank == 0:
         if as_json:
-            stdout.print_json(json.dumps(_json(summary, resolved.name, scale, label, device, shard)))
+            stdout.print_json(json.dumps(_json(summary, resolved.name, scale, label, upscaler, shard)))
         if lone:
-            _report_single(summary.results[0])
+            _report_single(summary.results[0], Path(resolved.name).name, verbose)
         else:
             console.print(_summary_table(summary))
     return 1 if summary.count("failed") else 0
@@ -262,10 +293,57 @@ def _report_failure(result: ImageResult) -> None:
     console.print(f"[bold red]error:[/] {result.error}", soft_wrap=True, markup=True, highlight=False)
 
 
-def _report_single(result: ImageResult) -> None:
+def describe_plan(upscaler: Upscaler, plan: Plan, size: tuple[int, int] | None) -> dict:
+    """How the engine ran an image, for --json and --verbose: the plan after any memory back-off.
+
+    `batch` is what one forward held (the engine's limit, capped by the tile count; x8 with --ensemble)."""
+    width, height = size or (0, 0)
+    tiles = _tiles_along(width, plan.tile) * _tiles_along(height, plan.tile)
+    transforms = 8 if upscaler.options.ensemble else 1
+    return {
+        "device": str(upscaler.device),
+        "precision": _PRECISION_NAMES.get(upscaler.dtype, str(upscaler.dtype)),
+        "tile": plan.tile,
+        "tile_pad": plan.pad,
+        "tiles": tiles,
+        "batch": min(plan.batch, tiles * transforms) if tiles else plan.batch,
+        "backoffs": plan.backoffs,
+        "fp32_fallbacks": plan.fallbacks,
+    }
+
+
+def _tiles_along(length: int, tile: int) -> int:
+    return math.ceil(length / tile) if 0 < tile < length else 1
+
+
+def _plan_note(plan: dict) -> str:
+    """What a user should hear about even without --verbose: the engine had to change its plan."""
+    notes = []
+    if plan["backoffs"]:
+        notes.append(f"{plan['backoffs']} out-of-memory back-off(s)")
+    if plan["fp32_fallbacks"]:
+        notes.append(f"{plan['fp32_fallbacks']} batch(es) redone in fp32 after NaN/Inf")
+    return ", ".join(notes)
+
+
+def _plan_text(plan: dict) -> str:
+    tiles = f"{plan['tiles']} tiles of {plan['tile']} px + {plan['tile_pad']} pad"
+    tile = "whole image" if plan["tiles"] == 1 else tiles
+    text = f"{plan['device']} {plan['precision']}, {tile}, batch {plan['batch']}"
+    note = _plan_note(plan)
+    return f"{text}; [yellow]{note}[/]" if note else text
+
+
+def _report_single(result: ImageResult, model: str, verbose: bool) -> None:
     if result.status == "written" and result.input_size and result.output_size:
         (w, h), (ow, oh) = result.input_size, result.output_size
-        console.print(f"wrote {result.target} ({w}x{h} -> {ow}x{oh}, {result.seconds:.1f} s)", soft_wrap=True)
+        plan = result.plan or {}
+        where = f" on {plan['device']} {plan['precision']}" if plan else ""
+        console.print(
+            f"wrote {result.target} ({w}x{h} -> {ow}x{oh}, {model}{where}, {result.seconds:.1f} s)", soft_wrap=True
+        )
+        if plan and (verbose or _plan_note(plan)):
+            console.print(f"engine: {_plan_text(plan)}", soft_wrap=True)
     elif result.status == "skipped":
         console.print(f"skipped {result.source}: {result.target} exists", soft_wrap=True)
 
@@ -288,12 +366,14 @@ def _summary_table(summary: Summary) -> Table:
     return table
 
 
-def _json(summary: Summary, model: str, scale: int, label: str, device: str, shard: Shard) -> dict:
+def _json(summary: Summary, model: str, scale: int, label: str, upscaler: Upscaler, shard: Shard) -> dict:
     return {
         "model": model,
         "scale": scale,
         "output_scale": label,
-        "device": device,
+        "device": str(upscaler.device),
+        "precision": _PRECISION_NAMES.get(upscaler.dtype, str(upscaler.dtype)),
+        "ensemble": upscaler.options.ensemble,
         "processes": shard.world,
         "written": summary.count("written"),
         "skipped": summary.count("skipped"),
