@@ -137,18 +137,21 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Upscale images with an EDSR, MDSR or VDSR model (default: srcli's embedded model for the scale).
 
-        Outputs are named [bold]<stem>_x<scale>.<ext>[/]: beside each input file, in [bold]<folder>_x<scale>/[/] for a
-        folder, or under [bold]-o[/]. Existing outputs are never replaced silently, and inputs never.
+        Outputs are named [bold]<stem>_x<scale>.<ext>[/]: beside each input file,
+        in [bold]<folder>_x<scale>/[/] for a folder, or under [bold]-o[/].
+        Existing outputs are never replaced silently, and inputs never.
 
         [bold]Examples[/]
 
-          srcli upscale photo.jpg --scale 4 --weights edsr_x4.pt
+          srcli upscale photo.png --scale 4 -v          (-> photo_x4.png; -v shows the plan)
+
+          srcli upscale photo.jpg --weights edsr_x4.pt  (scale read from the file)
 
           srcli upscale photos/ -r -o big/ --model edsr-baseline-x2 --skip-existing
 
           srcli upscale "scans/*.tif" --scale 2 --ensemble --json > report.json
 
-          torchrun --nproc-per-node 4 -m srcli upscale huge_folder/ -o out/   (each process takes a share)
+          torchrun --nproc-per-node 4 -m srcli upscale huge/ -o out/   (a share each)
         """
         if skip_existing and overwrite:
             raise SrcliError("--skip-existing and --overwrite contradict each other: pick one")
