@@ -94,18 +94,19 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score super-resolution on benchmark sets exactly as the EDSR paper did (Y channel, shave = scale).
 
-        Several sets and scales in one call; the paper's Table 3 number is shown beside each mean.
-        Datasets come from --data-dir, $SRCLI_DATA, or are downloaded once into srcli's data folder.
+        Several sets and scales in one call; the paper's Table 3 number beside each mean.
+
+        Datasets: --data-dir, $SRCLI_DATA, or downloaded once into srcli's data folder.
 
         [bold]Examples[/]
 
           srcli eval set5 set14 --model bicubic --scale 2,3,4
 
-          srcli eval set5 --weights vdsr.pth --scale 2,3,4 --data-dir ~/datasets/benchmark
+          srcli eval set5 --weights vdsr.pth --data-dir ~/datasets/benchmark
 
-          srcli eval urban100 --model edsr --scale 4 --ensemble --per-image --json > edsr_x4.json
+          srcli eval urban100 --model edsr-x4 --scale 4 --ensemble --json > edsr.json
 
-          srcli eval div2k-valid10 --model edsr-baseline --scale 2 --protocol div2k-rgb
+          srcli eval div2k-valid10 --model edsr-baseline -s 2 --protocol div2k-rgb
         """
         from srcli.datasets import dataset_spec, prepare
         from srcli.evaluate import BICUBIC, evaluate

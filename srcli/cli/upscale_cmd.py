@@ -143,9 +143,9 @@ def register(app: typer.Typer) -> None:
 
         [bold]Examples[/]
 
-          srcli upscale photo.png --scale 4 -v          (-> photo_x4.png; -v shows the plan)
+          srcli upscale photo.png --scale 4 -v     (-> photo_x4.png; -v: the plan)
 
-          srcli upscale photo.jpg --weights edsr_x4.pt  (scale read from the file)
+          srcli upscale photo.jpg --weights edsr_x4.pt   (scale from the file)
 
           srcli upscale photos/ -r -o big/ --model edsr-baseline-x2 --skip-existing
 
