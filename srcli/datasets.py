@@ -16,7 +16,7 @@ import stat
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -50,30 +50,43 @@ class Archive:
     url: str
     md5: str
     home: str  # cache sub-folder it is extracted into: "benchmark" or "DIV2K"
+    megabytes: float | None = None  # published size, about (for help text and totals; never checked)
+
+    @property
+    def name(self) -> str:
+        """What `srcli download` calls it: the file name without its extension."""
+        return self.file.rsplit(".", 1)[0]
+
+    def folder(self, home: Path) -> Path:
+        """The folder its images land in under the cache `home` (DIV2K LR: <split>_LR_<kind>/X<s>)."""
+        prefix, _, scale = self.name.rpartition("_X")
+        if "_LR_" in self.name and scale.isdigit():
+            return home / self.home / prefix / f"X{scale}"
+        return home / self.home / self.name
 
 
-def _div2k(file: str, md5: str) -> Archive:
-    return Archive(file, DIV2K_BASE + file, md5, "DIV2K")
+def _div2k(file: str, md5: str, megabytes: float) -> Archive:
+    return Archive(file, DIV2K_BASE + file, md5, "DIV2K", megabytes)
 
 
 ARCHIVES: dict[str, Archive] = {
     archive.file: archive
     for archive in (
         Archive("benchmark.tar", BENCHMARK_URL, "4ace41d33c2384b97e6b320cd0afd6ba", "."),
-        _div2k("DIV2K_train_HR.zip", "bdc2d9338d4e574fe81bf7d158758658"),
-        _div2k("DIV2K_train_LR_bicubic_X2.zip", "9a637d2ef4db0d0a81182be37fb00692"),
-        _div2k("DIV2K_train_LR_bicubic_X3.zip", "ad80b9fe40c049a07a8a6c51bfab3b6d"),
-        _div2k("DIV2K_train_LR_bicubic_X4.zip", "76c43ec4155851901ebbe8339846d93d"),
-        _div2k("DIV2K_train_LR_unknown_X2.zip", "1396d023072c9aaeb999c28b81315233"),
-        _div2k("DIV2K_train_LR_unknown_X3.zip", "4e651308aaa54d917fb1264395b7f6fa"),
-        _div2k("DIV2K_train_LR_unknown_X4.zip", "e3c7febb1b3f78bd30f9ba15fe8e3956"),
-        _div2k("DIV2K_valid_HR.zip", "9fcdda83005c5e5997799b69f955ff88"),
-        _div2k("DIV2K_valid_LR_bicubic_X2.zip", "1512c9a3f7bde2a1a21a73044e46b9cb"),
-        _div2k("DIV2K_valid_LR_bicubic_X3.zip", "18b1d310f9f88c13618c287927b29898"),
-        _div2k("DIV2K_valid_LR_bicubic_X4.zip", "21962de700c8d368c6ff83314480eff0"),
-        _div2k("DIV2K_valid_LR_unknown_X2.zip", "d319bd9033573d21de5395e6454f34f8"),
-        _div2k("DIV2K_valid_LR_unknown_X3.zip", "05184168e3608b5c539fbfb46bcade4f"),
-        _div2k("DIV2K_valid_LR_unknown_X4.zip", "8ac3413102bb3d0adc67012efb8a6c94"),
+        _div2k("DIV2K_train_HR.zip", "bdc2d9338d4e574fe81bf7d158758658", 3530.6),
+        _div2k("DIV2K_train_LR_bicubic_X2.zip", "9a637d2ef4db0d0a81182be37fb00692", 925.4),
+        _div2k("DIV2K_train_LR_bicubic_X3.zip", "ad80b9fe40c049a07a8a6c51bfab3b6d", 427.8),
+        _div2k("DIV2K_train_LR_bicubic_X4.zip", "76c43ec4155851901ebbe8339846d93d", 246.9),
+        _div2k("DIV2K_train_LR_unknown_X2.zip", "1396d023072c9aaeb999c28b81315233", 734),
+        _div2k("DIV2K_train_LR_unknown_X3.zip", "4e651308aaa54d917fb1264395b7f6fa", 377),
+        _div2k("DIV2K_train_LR_unknown_X4.zip", "e3c7febb1b3f78bd30f9ba15fe8e3956", 209),
+        _div2k("DIV2K_valid_HR.zip", "9fcdda83005c5e5997799b69f955ff88", 449),
+        _div2k("DIV2K_valid_LR_bicubic_X2.zip", "1512c9a3f7bde2a1a21a73044e46b9cb", 118),
+        _div2k("DIV2K_valid_LR_bicubic_X3.zip", "18b1d310f9f88c13618c287927b29898", 54.5),
+        _div2k("DIV2K_valid_LR_bicubic_X4.zip", "21962de700c8d368c6ff83314480eff0", 31.5),
+        _div2k("DIV2K_valid_LR_unknown_X2.zip", "d319bd9033573d21de5395e6454f34f8", 93.4),
+        _div2k("DIV2K_valid_LR_unknown_X3.zip", "05184168e3608b5c539fbfb46bcade4f", 48.1),
+        _div2k("DIV2K_valid_LR_unknown_X4.zip", "8ac3413102bb3d0adc67012efb8a6c94", 26.7),
     )
 }
 
@@ -140,6 +153,75 @@ def dataset_spec(name: str) -> DatasetSpec:
         if wanted in {spec.name.lower(), *(alias.lower() for alias in spec.aliases)}:
             return spec
     raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+
+
+# --- archive groups: `srcli download div2k --part ...` ----------------------------------------------
+
+
+def _div2k_parts() -> dict[str, str]:
+    """Part name (train-hr, valid-lr-bicubic-x2, ...) -> archive file, in download order."""
+    parts = {}
+    for split in ("train", "valid"):
+        parts[f"{split}-hr"] = f"DIV2K_{split}_HR.zip"
+        for kind in ("bicubic", "unknown"):
+            for scale in (2, 3, 4):
+                parts[f"{split}-lr-{kind}-x{scale}"] = f"DIV2K_{split}_LR_{kind}_X{scale}.zip"
+    return parts
+
+
+DIV2K_PARTS = _div2k_parts()
+
+
+def _div2k_split(split: str) -> tuple[str, ...]:
+    return (f"{split}-hr", *(f"{split}-lr-bicubic-x{s}" for s in (2, 3, 4)))
+
+
+DIV2K_GROUPS: dict[str, tuple[str, ...]] = {
+    "paper": _div2k_split("train") + _div2k_split("valid"),  # what the EDSR paper trained and validated on
+    "train": _div2k_split("train"),
+    "valid": _div2k_split("valid"),
+    "hr": ("train-hr", "valid-hr"),
+    "unknown": tuple(part for part in DIV2K_PARTS if "-unknown-" in part),
+    "all": tuple(DIV2K_PARTS),
+}
+DIV2K_DEFAULT = "paper"
+
+
+def div2k_archives(parts: Iterable[str] = ()) -> list[Archive]:
+    """The DIV2K archives for parts and groups (default: `paper`), once each, in download order."""
+    chosen: set[str] = set()
+    for part in list(parts) or [DIV2K_DEFAULT]:
+        key = part.strip().lower()
+        if key not in DIV2K_GROUPS and key not in DIV2K_PARTS:
+            raise DatasetError(f"div2k has no part {part!r}; groups: {', '.join(DIV2K_GROUPS)}; "
+                               f"parts: {', '.join(DIV2K_PARTS)}")
+        chosen.update(DIV2K_GROUPS.get(key, (key,)))
+    return [ARCHIVES[file] for part, file in DIV2K_PARTS.items() if part in chosen]
+
+
+def megabytes(archives: Iterable[Archive]) -> float:
+    """The published size of some archives together, about."""
+    return sum(archive.megabytes or 0.0 for archive in archives)
+
+
+def expand_download_names(names: Iterable[str], parts: Iterable[str] = ()) -> list[str]:
+    """`srcli download` names with the groups opened into archive names: `div2k` by `parts`, `benchmark`.
+
+    Other names pass through unchanged (weights); duplicates are dropped, order kept.
+    """
+    names, parts = list(names), list(parts)
+    if parts and "div2k" not in {name.strip().lower() for name in names}:
+        raise DatasetError("--part chooses parts of div2k; name div2k (benchmark is a single archive)")
+    expanded: list[str] = []
+    for name in names:
+        key = name.strip().lower()
+        if key == "div2k":
+            expanded += [archive.name for archive in div2k_archives(parts)]
+        elif key == "benchmark":
+            expanded.append(ARCHIVES["benchmark.tar"].name)
+        else:
+            expanded.append(name)
+    return list(dict.fromkeys(expanded))
 
 
 # --- a dataset on disk -----------------------------------------------------------------------------
@@ -255,6 +337,28 @@ def open_dataset(spec: DatasetSpec, root: Path) -> Dataset:
     return Dataset(spec, base, tuple(hr_paths))
 
 
+_HR_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+
+
+def folder_dataset(folder: Path) -> Dataset:
+    """A folder scored as a set: benchmark layout (HR/ beside LR_bicubic/X<s>/), DIV2K layout
+    (<name>_HR/ beside <name>_LR_bicubic/X<s>/), or plain images (their LR made by MATLAB bicubic)."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise DatasetError(f"{folder} is not a folder")
+    if (folder / "HR").is_dir():
+        root, hr_dir, lr_dir = folder, "HR", "LR_bicubic/X{s}"
+    elif folder.name.endswith("_HR"):
+        root, hr_dir, lr_dir = folder.parent, folder.name, folder.name[: -len("HR")] + "LR_bicubic/X{s}"
+    else:
+        root, hr_dir, lr_dir = folder, ".", "LR_bicubic/X{s}"
+    spec = DatasetSpec(folder.name, ".", hr_dir, lr_dir, "{name}x{s}.png", "", "", (2, 3, 4), f"the images in {folder}")
+    hr_paths = sorted(p for p in (root / hr_dir).iterdir() if p.suffix.lower() in _HR_SUFFIXES and p.is_file())
+    if not hr_paths:
+        raise DatasetError(f"{root / hr_dir} holds no image")
+    return Dataset(spec, root, tuple(hr_paths))
+
+
 # --- fetching and safe extraction ------------------------------------------------------------------
 
 
@@ -328,8 +432,8 @@ def _tar_entries(archive: tarfile.TarFile, label: str) -> list[tuple[str, Callab
 def _zip_entries(archive: zipfile.ZipFile, label: str) -> list[tuple[str, Callable[[], IO[bytes]] | None]]:
     entries = []
     for info in archive.infolist():
-        mode = info.external_attr >> 16
-        special = mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+        mode = info.external_attr >> 16  # Unix mode; many writers (Python's writestr) set no file-type bits
+        special = stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
         _refuse(label, info.filename, _unsafe_reason(info.filename) or ("a link or special file" if special else None))
         entries.append((info.filename, None if info.is_dir() else partial(archive.open, info)))
     return entries
@@ -389,11 +493,13 @@ def prepare(
     *,
     scales: tuple[int, ...] = (),
     mirror: str | None = None,
+    download: bool = True,
 ) -> Dataset:
     """A ready dataset: from `data_dir`, else $SRCLI_DATA, else the cache (downloaded when absent).
 
     `scales` says which published LR archives are wanted (DIV2K ships one per scale); a scale the
-    data lacks is made on the fly by MATLAB bicubic. `progress` reports download bytes.
+    data lacks is made on the fly by MATLAB bicubic. `progress` reports download bytes. With
+    `download=False` a set missing from the cache is an error naming the `srcli download` command.
     """
     spec = dataset_spec(name)
     chosen = data_dir if data_dir is not None else os.environ.get(DATA_ENV) or None
@@ -401,6 +507,12 @@ def prepare(
         return open_dataset(spec, Path(chosen).expanduser())
     home = datasets_home()
     missing = [archive for archive in archives_for(spec, scales) if not is_extracted(archive, home)]
+    if not download:
+        missing = [archive for archive in missing if archive.file == spec.hr_archive]  # LR: made here instead
+        if missing:
+            command = "div2k" if spec.home == "DIV2K" else "benchmark"
+            raise DatasetError(f"{spec.name} is not in srcli's data folder {home}: run `srcli download {command}`, "
+                               f"or point --data-dir (or ${DATA_ENV}) at a copy")
     for archive in missing:
         download_archive(archive, mirror=mirror, home=home, progress=progress)
     return open_dataset(spec, home)
@@ -410,10 +522,12 @@ def _downloadables():
     """Each archive as a thing `srcli download NAME` can fetch (name: the file without its extension)."""
     for archive in ARCHIVES.values():
         yield Downloadable(
-            name=archive.file.rsplit(".", 1)[0], kind="dataset", size=None,
-            describe=f"dataset archive {archive.file}, extracted into {datasets_home() / archive.home}",
+            name=archive.name, kind="dataset", size=None,
+            describe=f"dataset archive {archive.file}, extracted into {archive.folder(datasets_home())}",
             present=lambda archive=archive: is_extracted(archive),
-            fetch=lambda mirror, progress, archive=archive: download_archive(archive, mirror=mirror, progress=progress),
+            fetch=lambda mirror, progress, archive=archive: archive.folder(
+                download_archive(archive, mirror=mirror, progress=progress)
+            ),
         )
 
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+from torch import nn
 
 from srcli.datasets import Dataset, ImagePair
 from srcli.engine import UpscaleOptions, Upscaler
@@ -215,6 +216,11 @@ def check_scale(model: ResolvedModel, scale: int) -> None:
         raise ScaleError(f"{model.name} is a {scales} model; it cannot be scored at x{scale}")
 
 
+def scoring_upscaler(network: nn.Module, scale: int, *, device: str = "auto", ensemble: bool = False) -> Upscaler:
+    """The engine as scoring runs it: the whole LR image at once (no tiles), so scores never depend on memory."""
+    return Upscaler(network, scale, UpscaleOptions(device=device, tile=0, ensemble=ensemble))
+
+
 def evaluate(
     dataset: Dataset,
     scale: int,
@@ -228,19 +234,32 @@ def evaluate(
 ) -> SetResult:
     """Score `model` (None: bicubic) on every image of `dataset` at `scale`; SR saved under save_dir if given.
 
-    The network sees the whole LR image (no tiles) so scores do not depend on memory; `seconds` is
-    the time to produce each SR image.
+    `seconds` is the time to produce each SR image.
     """
-    rules = PROTOCOLS[protocol]
     upscaler = None
     if model is not None:
         check_scale(model, scale)
-        upscaler = Upscaler(model.model, scale, UpscaleOptions(device=device, tile=0, ensemble=ensemble))
+        upscaler = scoring_upscaler(model.model, scale, device=device, ensemble=ensemble)
     column = reference_column(model, ensemble)
     result = SetResult(dataset.name, scale, BICUBIC if model is None else model.name, protocol, ensemble,
                        reference=reference(dataset.name, scale, column, protocol))
-    total = len(dataset)
-    for done, pair in enumerate(dataset.pairs(scale), start=1):
+    return score_pairs(result, dataset.pairs(scale), len(dataset), upscaler, save_dir=save_dir, progress=progress)
+
+
+def score_pairs(
+    result: SetResult,
+    pairs: Iterable[ImagePair],
+    total: int,
+    upscaler: Upscaler | None,
+    *,
+    save_dir: Path | None = None,
+    progress: ImageProgress | None = None,
+) -> SetResult:
+    """Add a row per HR/LR pair to `result` under its protocol: the one scoring loop of `srcli eval` and
+    of training validation, so the two cannot disagree. `upscaler` None scores bicubic."""
+    rules = PROTOCOLS[result.protocol]
+    scale = result.scale
+    for done, pair in enumerate(pairs, start=1):
         started = time.perf_counter()
         sr, hr = _super_resolve(pair, scale, upscaler, rules)
         seconds = time.perf_counter() - started
@@ -250,7 +269,7 @@ def evaluate(
             pair.name, psnr(sr, hr, shave, y_channel), ssim(sr, hr, shave, y_channel), seconds, pair.lr_generated
         ))
         if save_dir is not None:
-            _save(sr, Path(save_dir) / dataset.name / f"x{scale}" / f"{pair.name}.png")
+            _save(sr, Path(save_dir) / result.dataset / f"x{scale}" / f"{pair.name}.png")
         if progress:
             progress(done, total)
     return result

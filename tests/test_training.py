@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -12,7 +13,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from srcli.cli import app
 from srcli.errors import TrainingError
 from srcli.models import build
 from srcli.resize import downscale
@@ -21,6 +24,7 @@ from srcli.training.data import PatchSampler, TrainingData, drop_small, load_tra
 from srcli.weights import load_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
+PSNR_FLOOR = 20.0  # 16 steps reach about 27.8 dB on Set5 x2 (bicubic: 33.7)
 
 
 @pytest.fixture
@@ -207,7 +211,35 @@ def test_ddp_on_two_cpu_processes_shards_patches_and_writes_once(tiny_images: Pa
         assert torch.equal(trained[key], fresh[key]) == (scale not in used)
 
 
-def test_short_run_on_real_images_learns_resumes_and_exports(train_dir: Path, tmp_path: Path) -> None:
+def _eval_json(*args: str) -> dict:
+    """`srcli eval ... --json` in-process: its results, one per (set, scale)."""
+    result = CliRunner().invoke(app, ["eval", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["results"]
+
+
+def test_logged_validation_equals_what_srcli_eval_prints_for_the_export(tiny_images: Path, tmp_path: Path) -> None:
+    """Validation runs srcli.evaluate's own loop: a run's last val is `srcli eval --weights RUN/model.pt`."""
+    rng = np.random.default_rng(4)
+    bench = tmp_path / "bench"
+    for index in range(2):
+        hr = cv2.GaussianBlur(rng.integers(0, 256, (42, 54, 3), dtype=np.uint8), (5, 5), 2)
+        (bench / "Set5" / "HR").mkdir(parents=True, exist_ok=True)
+        (bench / "Set5" / "LR_bicubic" / "X2").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(bench / "Set5" / "HR" / f"im{index}.png"), hr)
+        cv2.imwrite(str(bench / "Set5" / "LR_bicubic" / "X2" / f"im{index}x2.png"), downscale(hr, 2))
+    run = _train(tmp_path / "run", tiny_images, steps=2, val_set="set5", data_dir=str(bench), val_every=2)
+    logged = [json.loads(line)["val"] for line in (run.run_dir / "log.jsonl").read_text().splitlines()
+              if "val" in json.loads(line)]
+    assert [record["step"] for record in logged] == [2] and logged[0]["set"] == "Set5"
+    [scored] = _eval_json("set5", "--weights", str(run.weights), "--scale", "2", "--data-dir", str(bench))
+    assert scored["images"] == 2
+    assert logged[0]["per_scale"]["x2"]["psnr"] == pytest.approx(scored["psnr"], abs=1e-6)
+    assert logged[0]["per_scale"]["x2"]["ssim"] == pytest.approx(scored["ssim"], abs=1e-6)
+
+
+def test_short_run_on_real_images_learns_resumes_and_exports(train_dir: Path, benchmark_dir: Path,
+                                                            tmp_path: Path) -> None:
     images = sorted((train_dir / "T91").iterdir())[:6]
     out = tmp_path / "run"
     settings = {"data": [str(p) for p in images], "out": str(out), "batch": 4, "patch": 16, "log_every": 1,
@@ -223,3 +255,7 @@ def test_short_run_on_real_images_learns_resumes_and_exports(train_dir: Path, tm
     assert spec.config["scale"] == 2
     with torch.no_grad():
         assert model(torch.rand(1, 3, 10, 12) * 255).shape == (1, 3, 20, 24)
+    # issue 4's "done when": the exported file is scored by `srcli eval --weights` as it is
+    [scored] = _eval_json("set5", "--weights", str(result.weights), "--scale", "2", "--data-dir", str(benchmark_dir))
+    assert scored["images"] == 5 and math.isfinite(scored["psnr"])
+    assert scored["psnr"] > PSNR_FLOOR, scored["psnr"]

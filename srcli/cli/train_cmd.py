@@ -104,7 +104,9 @@ def register(app: typer.Typer) -> None:
         recipe: str = typer.Option(None, "--recipe", "-r",
                                    help="edsr-baseline | edsr | mdsr-baseline | mdsr | vdsr (default: edsr-baseline)"),
         scale: str = typer.Option(None, "--scale", "-s", help="Scale(s): 2, or 2,3,4 for mdsr/vdsr (recipe's)."),
-        data: list[Path] = typer.Option(None, "--data", "-d", help="Folder of HR images (recursive); repeat for more."),
+        data: list[str] = typer.Option(
+            None, "--data", "-d", help="Folder of HR images (recursive), or div2k (its train HR); repeat for more."
+        ),
         out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run folder: checkpoints, log, model.pt."),
         steps: int = typer.Option(None, "--steps", help="Total optimiser steps (recipe's)."),
         batch: int = typer.Option(None, "--batch", help="Minibatch size (16; vdsr 64)."),
@@ -118,7 +120,12 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
         init_from: Path = typer.Option(None, "--init-from",
                                        help="Start from a trained model (x2 -> x3/x4); its upsampler is skipped."),
-        val_set: str = typer.Option(None, "--val-set", help="Benchmark folder (HR/, LR_bicubic/X<s>/) or name."),
+        val_set: str = typer.Option(
+            None, "--val-set", help="A set name (Set5, B100, DIV2K-valid10, ...) or a folder (HR/ + LR_bicubic/X<s>/)."
+        ),
+        data_dir: Path = typer.Option(
+            None, "--data-dir", help="Where named sets lie, as for srcli eval (else $SRCLI_DATA, else srcli's cache)."
+        ),
         val_every: int = typer.Option(None, "--val-every", help="Validate every N steps (1000)."),
         checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Write latest.pt every N steps (1000)."),
         log_every: int = typer.Option(None, "--log-every", help="Log loss/speed every N steps (100)."),
@@ -136,23 +143,25 @@ def register(app: typer.Typer) -> None:
         """Train EDSR, MDSR or VDSR with the papers' recipes; resumable, with validation and export.
 
         A run folder gets latest.pt / best.pt (full state), log.jsonl, and model.pt + model.json: plain
-        weights that `srcli upscale --weights` and `srcli eval --weights` take as they are.
+        weights that `srcli upscale --weights` and `srcli eval --weights` take as they are. Validation scores
+        with srcli eval's own code (Y, shave = scale), so `srcli eval --weights RUN/model.pt` prints what the
+        run logged. Named sets are never downloaded here: `srcli download div2k` / `srcli download benchmark`.
 
         Examples:
 
           srcli train --recipe edsr-baseline --scale 2 --data T91 --data BSD200 --val-set Set5 --out runs/x2
 
-          srcli train --recipe edsr-baseline --scale 4 --data DIV2K_train_HR --init-from runs/x2/model.pt --out runs/x4
+          srcli train --scale 4 --data div2k --val-set DIV2K-valid10 --init-from runs/x2/model.pt --out runs/x4
 
           srcli train --resume --out runs/x2 --steps 600000
 
-          torchrun --nproc-per-node 4 -m srcli train --recipe edsr --data DIV2K_train_HR --out runs/edsr
+          torchrun --nproc-per-node 4 -m srcli train --recipe edsr --data div2k --out runs/edsr
         """
         from srcli.training import Trainer, configure
 
         overrides = {
             "scales": parse_scales(scale) if scale else None,
-            "data": [str(p) for p in data] if data else None,
+            "data": list(data) if data else None, "data_dir": str(data_dir) if data_dir else None,
             "out": str(out), "steps": steps, "batch": batch, "patch": patch, "lr": lr, "lr_step": lr_step,
             "lr_gamma": lr_gamma, "lr_schedule": lr_schedule, "clip": clip, "weight_decay": weight_decay,
             "init_from": str(init_from) if init_from else None, "val_set": val_set, "val_every": val_every,

@@ -22,6 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from srcli.datasets import prepare
 from srcli.errors import TrainingError
 from srcli.metrics import rgb_to_y
 from srcli.resize import downscale, imresize, modcrop
@@ -53,6 +54,21 @@ def find_images(folders: Iterable[str | Path]) -> list[Path]:
             raise TrainingError(f"data folder {root} holds no PNG, BMP, JPEG, WebP or TIFF image")
         images.extend(found)
     return images
+
+
+TRAINING_SETS = {"div2k": "DIV2K-train", "div2k-train": "DIV2K-train"}  # names --data takes for a folder
+
+
+def resolve_data_folders(entries: list[str], data_dir: str | Path | None = None) -> list[str]:
+    """--data entries as paths: `div2k` is DIV2K's train HR folder, found like `srcli eval` finds sets
+    (`data_dir`, else $SRCLI_DATA, else srcli's cache: never downloaded here, 3.5 GB); paths pass as they are."""
+    resolved = []
+    for entry in entries:
+        if entry.strip().lower() in TRAINING_SETS and not Path(entry).exists():
+            dataset = prepare(TRAINING_SETS[entry.strip().lower()], data_dir, download=False)
+            entry = str(dataset.root / dataset.spec.hr_dir)
+        resolved.append(entry)
+    return resolved
 
 
 def read_rgb(path: Path) -> np.ndarray | None:

@@ -23,12 +23,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from srcli import __version__
+from srcli.datasets import Dataset
 from srcli.errors import CheckpointError, TrainingError
 from srcli.models import build, normalise_state_dict, parameter_count
 from srcli.training import checkpoint as ckpt
-from srcli.training.data import PatchSampler, Prefetcher, drop_small, epoch_steps, find_images, load_training_data
+from srcli.training.data import (
+    PatchSampler,
+    Prefetcher,
+    drop_small,
+    epoch_steps,
+    find_images,
+    load_training_data,
+    resolve_data_folders,
+)
 from srcli.training.recipes import RUNTIME_FIELDS, TrainConfig, check_config, make_config
-from srcli.training.validate import load_val_set, resolve_val_set, score_model
+from srcli.training.validate import Validator, resolve_val_set
 
 EventCallback = Callable[[dict[str, Any]], None]
 CHECKPOINT_FORMAT = "srcli-train-1"
@@ -51,6 +60,8 @@ def configure(recipe: str | None, overrides: dict[str, Any], resume: bool) -> tu
     if not resume:
         if latest.exists():
             raise TrainingError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        if overrides.get("data"):
+            overrides = {**overrides, "data": resolve_data_folders(overrides["data"], overrides.get("data_dir"))}
         return make_config(recipe or "edsr-baseline", **overrides), None
     if not latest.exists():
         raise TrainingError(f"--resume: {latest} does not exist (no checkpoint to continue)")
@@ -58,6 +69,9 @@ def configure(recipe: str | None, overrides: dict[str, Any], resume: bool) -> tu
     if state.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"{latest} is not an srcli training checkpoint")
     config = TrainConfig.from_dict(state["config"])
+    if overrides.get("data"):
+        data_dir = overrides.get("data_dir") or config.data_dir
+        overrides = {**overrides, "data": resolve_data_folders(overrides["data"], data_dir)}
     if recipe is not None and recipe != config.recipe:
         raise TrainingError(f"--resume: {out} trains {config.recipe}, not {recipe}")
     for key, value in overrides.items():
@@ -240,11 +254,12 @@ class Trainer:
         if not config.data:
             raise TrainingError("give at least one --data folder of HR training images")
         files = find_images(config.data)
-        val_dir = resolve_val_set(config.val_set) if config.val_set else None
-        if val_dir is not None:
-            guarded = str(val_dir.resolve()) + os.sep
-            if any(str(f.resolve()).startswith(guarded) for f in files):
-                raise TrainingError(f"the training data includes the validation set {val_dir}; never train on it")
+        val_data = resolve_val_set(config.val_set, config.data_dir, config.scales) if config.val_set else None
+        if val_data is not None:
+            held_out = {path.resolve() for path in val_data.hr_paths}
+            if any(f.resolve() in held_out for f in files):
+                raise TrainingError(f"the training data holds images of the validation set {config.val_set}; "
+                                    "never train on it")
         device = _pick_device(config.device, self.dist.local_rank)
         amp_dtype = _amp_dtype(config.amp, device)
         if device.type == "cuda":
@@ -255,7 +270,7 @@ class Trainer:
         self.dist.start(device)
         created = self.is_main and not self.run_dir.exists()
         try:
-            return self._run(device, amp_dtype, val_dir)
+            return self._run(device, amp_dtype, val_data)
         except TrainingError:
             if created and not (self.run_dir / "latest.pt").exists():
                 shutil.rmtree(self.run_dir, ignore_errors=True)  # a refused run leaves nothing behind
@@ -263,7 +278,7 @@ class Trainer:
         finally:
             self.dist.stop()
 
-    def _run(self, device: torch.device, amp_dtype: torch.dtype | None, val_dir: Path | None) -> TrainResult:
+    def _run(self, device: torch.device, amp_dtype: torch.dtype | None, val_data: Dataset | None) -> TrainResult:
         config = self.config
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -323,7 +338,7 @@ class Trainer:
         if config.compile:
             forward_model = torch.compile(forward_model)
 
-        val_sets = load_val_set(val_dir, config.scales) if (val_dir is not None and self.is_main) else None
+        validator = Validator(val_data, config.scales, device) if (val_data is not None and self.is_main) else None
         sampler = PatchSampler(data, config.patch, config.batch, config.seed, rank=self.dist.rank)
         pin = device.type == "cuda"
 
@@ -413,8 +428,8 @@ class Trainer:
                                 **record})
                     loss_sum.zero_()
                     window_steps, window_start = 0, time.perf_counter()
-                if val_sets is not None and (step % config.val_every == 0 or step == config.steps):
-                    last_val = self._validate(model, val_sets, device, step)
+                if validator is not None and (step % config.val_every == 0 or step == config.steps):
+                    last_val = self._validate(model, validator, step)
                     if best["psnr"] is None or last_val["psnr"] > best["psnr"]:
                         best = {"psnr": last_val["psnr"], "step": step}
                         save("best.pt")
@@ -438,14 +453,14 @@ class Trainer:
         self._emit({"kind": "done", "step": step, "interrupted": interrupted, "weights": str(weights)})
         return TrainResult(self.run_dir, step, interrupted, weights, last_val, best["psnr"])
 
-    def _validate(self, model: nn.Module, val_sets, device: torch.device, step: int) -> dict[str, Any]:
-        scores = score_model(model, val_sets, device)
-        per_scale = {f"x{s}": {"psnr": p, "ssim": q} for s, (p, q) in scores.items()}
+    def _validate(self, model: nn.Module, validator: Validator, step: int) -> dict[str, Any]:
+        results = validator(model)
         record = {
             "step": step,
-            "psnr": float(np.mean([p for p, _ in scores.values()])),
-            "ssim": float(np.mean([q for _, q in scores.values()])),
-            "per_scale": per_scale,
+            "set": validator.name,
+            "psnr": float(np.mean([r.psnr for r in results.values()])),
+            "ssim": float(np.mean([r.ssim for r in results.values()])),
+            "per_scale": {f"x{s}": {"psnr": r.psnr, "ssim": r.ssim} for s, r in results.items()},
         }
         self._log({"val": record, "step": step})
         self._emit({"kind": "val", **record})

@@ -42,6 +42,7 @@ class TrainConfig:
     steps_epochs: float = 0.0  # VDSR: steps expressed in epochs (80), resolved once data is known
     seed: int = 0
     val_set: str | None = None
+    data_dir: str | None = None  # where named sets (--data div2k, --val-set Set5) are found
     val_every: int = 1000
     checkpoint_every: int = 1000
     log_every: int = 100
@@ -71,7 +72,7 @@ class TrainConfig:
 # Settings that may change when a run is resumed: they do not alter what is learned.
 RUNTIME_FIELDS = frozenset(
     {"steps", "max_minutes", "val_set", "val_every", "checkpoint_every", "log_every", "device", "amp", "workers",
-     "compile", "cache_dir", "export_fp16", "data", "out", "channels_last"}
+     "compile", "cache_dir", "export_fp16", "data", "data_dir", "out", "channels_last"}
 )
 
 _EDSR_FAMILY: dict[str, Any] = {
