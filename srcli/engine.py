@@ -109,6 +109,7 @@ class _Network:
     input_scale: torch.Tensor  # per channel: model input = x * scale + shift (the input mean shift)
     input_shift: torch.Tensor
     input_matrix: torch.Tensor | None = None  # non-diagonal input shift (never in official files)
+    adds_input: bool = False  # VDSR: output = input + network, added in float32 by the caller (see fold)
 
     def to(self, device: torch.device, dtype: torch.dtype) -> _Network:
         def move(step: _Step) -> _Step:
@@ -123,7 +124,7 @@ class _Network:
         return _Network(
             [move(s) for s in self.trunk], [move(s) for s in self.tail],
             self.input_scale.to(device), self.input_shift.to(device),
-            None if self.input_matrix is None else self.input_matrix.to(device),
+            None if self.input_matrix is None else self.input_matrix.to(device), self.adds_input,
         )
 
 
@@ -185,9 +186,11 @@ def fold(model: nn.Module, scale: int) -> _Network:
     model = copy.deepcopy(model).float().cpu().eval()
     arch = getattr(model, "arch", None)
     if arch == "vdsr":
-        trunk: list[_Step] = [_Save("input"), _conv_step(model.input, relu=True)]
+        # The global skip is not a step: in fp16/bf16 the image plus its few-grey-level residual would be
+        # rounded to the half type's step (1/256 near 1 in bf16), so `_forward` adds the float32 input.
+        trunk: list[_Step] = [_conv_step(model.input, relu=True)]
         trunk += [_conv_step(layer.conv, relu=True) for layer in model.residual_layer]
-        trunk.append(_conv_step(model.output, residual="input"))
+        trunk.append(_conv_step(model.output))
         tail: list[_Step] = []
     elif arch in ("edsr", "mdsr"):
         trunk = [_conv_step(model.head[0])]
@@ -207,7 +210,7 @@ def fold(model: nn.Module, scale: int) -> _Network:
     else:
         raise TypeError(f"the engine runs EDSR, MDSR and VDSR models, not {type(model).__name__}")
     scale_in, shift_in, matrix_in = _input_transform(model)
-    return _Network(trunk, tail, scale_in, shift_in, matrix_in)
+    return _Network(trunk, tail, scale_in, shift_in, matrix_in, adds_input=arch == "vdsr")
 
 
 def _walk(steps: list[_Step], factor: float, channels: int) -> tuple[float, float, int, float]:
@@ -510,6 +513,8 @@ class Upscaler:
             if self.dtype != torch.float32 and not torch.isfinite(out).all():
                 plan.fallbacks += 1
                 out = _run_network(self._network(torch.float32), x.float(), strip, halo)
+            if self._master.adds_input:
+                out += x.float()
         except torch.cuda.OutOfMemoryError:
             raise _OutOfMemory from None
         except RuntimeError as error:  # MPS and CPU allocators raise plain RuntimeErrors

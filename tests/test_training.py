@@ -90,7 +90,7 @@ def test_recipes_hold_the_papers_settings() -> None:
         "l1", "adam", 1e-4, 200_000, 0.5, 16, 48)
     vdsr = make_config("vdsr")
     assert (vdsr.loss, vdsr.optimizer, vdsr.lr, vdsr.lr_gamma, vdsr.momentum, vdsr.weight_decay, vdsr.clip) == (
-        "mse", "sgd", 0.1, 0.1, 0.9, 1e-4, 0.4)
+        "mse", "sgd", 0.1, 0.1, 0.9, 1e-4, 0.01)
     assert (vdsr.lr_step_epochs, vdsr.steps_epochs, vdsr.scales) == (20.0, 80.0, [2, 3, 4])
     with pytest.raises(TrainingError, match="single-scale"):
         make_config("edsr-baseline", scales=[2, 3])

@@ -55,5 +55,9 @@ class VDSR(nn.Module):
                     nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor, scale: int | None = None) -> torch.Tensor:
+        """The input plus the learned residual, added in at least float32 (so the output is float32 under
+        autocast or for a half-precision input): the residual is a few grey levels on a 0..1 image, and in
+        bf16 (a step of 1/256 near 1) or fp16 that sum would round most of it away."""
         residual = self.output(self.residual_layer(self.relu(self.input(x))))
-        return x + residual
+        wide = torch.promote_types(x.dtype, torch.float32)
+        return x.to(wide) + residual.to(wide)

@@ -212,7 +212,12 @@ class Trainer:
         config = self.config
         if config.preset.startswith("edsr"):
             return build(config.preset, scale=config.scales[0])
-        return build(config.preset, scales=tuple(config.scales))
+        model = build(config.preset, scales=tuple(config.scales))
+        if model.arch == "vdsr":
+            # Start at the bicubic input: a He-initialised output conv adds a residual of about +-0.3 on
+            # 0..1 images, and unlearning that noise through clipped SGD steps is where ReLUs die.
+            nn.init.zeros_(model.output.weight)
+        return model
 
     def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         config = self.config
