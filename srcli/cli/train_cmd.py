@@ -115,7 +115,9 @@ def register(app: typer.Typer) -> None:
         lr_step: int = typer.Option(None, "--lr-step", help="Steps between lr decays (2e5; vdsr 20 epochs)."),
         lr_gamma: float = typer.Option(None, "--lr-gamma", help="lr multiplier at each decay (0.5; vdsr 0.1)."),
         lr_schedule: str = typer.Option(None, "--lr-schedule", help="step (the papers') or cosine (over --steps)."),
-        clip: float = typer.Option(None, "--clip", help="VDSR theta: gradient norm clipped to theta/lr (0.4)."),
+        clip: float = typer.Option(
+            None, "--clip", help="VDSR theta: gradient norm clipped to theta/lr (0.01; the paper's 0.4 collapses)."
+        ),
         weight_decay: float = typer.Option(None, "--weight-decay", help="L2 weight decay (0; vdsr 1e-4)."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
         init_from: Path = typer.Option(None, "--init-from",
