@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from srcli.errors import TrainingError
+from srcli.errors import CheckpointError, TrainingError
+from srcli.weights import read_state_dict
 
 
 def atomic_torch_save(payload: Any, path: Path) -> None:
@@ -60,16 +61,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    """A training checkpoint (latest.pt/best.pt) or a plain state dict, loaded safely."""
-    if not path.is_file():
-        raise TrainingError(f"{path}: no such checkpoint")
+    """A training checkpoint (latest.pt/best.pt) or a plain state dict, loaded safely by the weights loader."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise TrainingError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
-    if not isinstance(state, dict):
-        raise TrainingError(f"{path}: holds a {type(state).__name__}, not a checkpoint")
-    return state
+        return read_state_dict(path)
+    except CheckpointError as error:
+        raise TrainingError(str(error)) from None
 
 
 def plain_state_dict(model: nn.Module, fp16: bool = False) -> dict[str, torch.Tensor]:
