@@ -599,7 +599,14 @@ class Upscaler:
         if tile is None:
             tile = self.choose_tile(height, width, pad, budget)
         window = window_size(height, tile, pad) * window_size(width, tile, pad) * self.input_factor**2
-        batch = self.options.batch or max(1, budget // max(1, self.bytes_per_window(window)))
+        # Batching windows (and the 8 ensemble transforms) pays on GPUs; on CPU one window per forward keeps the
+        # activations in cache and was faster (384x384 x2 at tile 96: 8.2 s vs 9.9 s; ensemble 7.3x vs 8.7x plain).
+        if self.options.batch:
+            batch = self.options.batch
+        elif self.device.type == "cpu":
+            batch = 1
+        else:
+            batch = max(1, budget // max(1, self.bytes_per_window(window)))
         return Plan(max(0, int(tile)), pad, int(batch))
 
     @staticmethod
