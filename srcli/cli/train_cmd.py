@@ -142,22 +142,25 @@ def register(app: typer.Typer) -> None:
         compile_model: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
         export_fp16: bool = typer.Option(None, "--export-fp16/--export-fp32", help="Store model.pt in fp16."),
     ) -> None:
-        """Train EDSR, MDSR or VDSR with the papers' recipes; resumable, with validation and export.
+        """Train EDSR, MDSR or VDSR with the papers' recipes; resumable, validated, exported.
 
-        A run folder gets latest.pt / best.pt (full state), log.jsonl, and model.pt + model.json: plain
-        weights that `srcli upscale --weights` and `srcli eval --weights` take as they are. Validation scores
-        with srcli eval's own code (Y, shave = scale), so `srcli eval --weights RUN/model.pt` prints what the
-        run logged. Named sets are never downloaded here: `srcli download div2k` / `srcli download benchmark`.
+        The run folder (--out) gets [bold]latest.pt[/] / [bold]best.pt[/] (full state),
+        [bold]log.jsonl[/], and [bold]model.pt[/] + [bold]model.json[/]: plain weights that
+        `srcli upscale --weights` and `srcli eval --weights` take as they are.
+        Validation uses srcli eval's own scoring (Y, shave = scale).
+        Named sets are never downloaded here: run `srcli download div2k` first.
 
-        Examples:
+        [bold]Examples[/]
 
-          srcli train --recipe edsr-baseline --scale 2 --data T91 --data BSD200 --val-set Set5 --out runs/x2
+          srcli train -r edsr-baseline -s 2 --data T91 --data BSD200 --out runs/x2
 
-          srcli train --scale 4 --data div2k --val-set DIV2K-valid10 --init-from runs/x2/model.pt --out runs/x4
+          srcli train -s 4 --data div2k --init-from runs/x2/model.pt --out runs/x4
+
+          srcli train -r mdsr-baseline -s 2,3,4 --data div2k --val-set set5
 
           srcli train --resume --out runs/x2 --steps 600000
 
-          torchrun --nproc-per-node 4 -m srcli train --recipe edsr --data div2k --out runs/edsr
+          torchrun --nproc-per-node 4 -m srcli train --data div2k --out runs/r
         """
         from srcli.training import Trainer, configure
 
