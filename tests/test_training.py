@@ -148,6 +148,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         ("vdsr-x8", "cannot train x8"),
         ("resume-nothing", "no checkpoint to continue"),
         ("init-vdsr", "is a vdsr model"),
+        ("bad-optimizer", "--optimizer must be adam or sgd"),
+        ("bad-loss", "--loss must be l1 or mse"),
     ],
 )
 def test_bad_input_is_one_line_and_a_nonzero_exit(case: str, expected: str, tmp_path: Path,
@@ -165,6 +167,8 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(case: str, expected: str, tmp_
         "vdsr-x8": ["--recipe", "vdsr", "--data", str(tiny_images), "--scale", "8"],
         "resume-nothing": ["--resume"],
         "init-vdsr": ["--data", str(tiny_images), "--patch", "8", "--init-from", str(vdsr)],
+        "bad-optimizer": ["--data", str(tiny_images), "--optimizer", "rmsprop"],
+        "bad-loss": ["--data", str(tiny_images), "--loss", "l2"],
     }[case]
     result = _cli(*args, "--out", str(out), "--steps", "1")
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

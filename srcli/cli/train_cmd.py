@@ -119,6 +119,8 @@ def register(app: typer.Typer) -> None:
             None, "--clip", help="VDSR theta: gradient norm clipped to theta/lr (0.01; the paper's 0.4 collapses)."
         ),
         weight_decay: float = typer.Option(None, "--weight-decay", help="L2 weight decay (0; vdsr 1e-4)."),
+        optimizer: str = typer.Option(None, "--optimizer", help="adam (EDSR/MDSR) | sgd (VDSR, momentum 0.9)."),
+        loss: str = typer.Option(None, "--loss", help="l1 (EDSR/MDSR) | mse (VDSR: half the sum of squares)."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
         init_from: Path = typer.Option(None, "--init-from",
                                        help="Start from a trained model (x2 -> x3/x4); its upsampler is skipped."),
@@ -169,6 +171,7 @@ def register(app: typer.Typer) -> None:
             "data": list(data) if data else None, "data_dir": str(data_dir) if data_dir else None,
             "out": str(out), "steps": steps, "batch": batch, "patch": patch, "lr": lr, "lr_step": lr_step,
             "lr_gamma": lr_gamma, "lr_schedule": lr_schedule, "clip": clip, "weight_decay": weight_decay,
+            "optimizer": optimizer, "loss": loss,
             "init_from": str(init_from) if init_from else None, "val_set": val_set, "val_every": val_every,
             "checkpoint_every": checkpoint_every, "log_every": log_every, "max_minutes": max_minutes,
             "device": device, "amp": amp,

@@ -144,3 +144,7 @@ def check_config(config: TrainConfig) -> None:
         raise TrainingError(f"--amp must be auto, bf16, fp16 or none, not {config.amp!r}")
     if config.lr_schedule not in ("step", "cosine"):
         raise TrainingError(f"--lr-schedule must be step or cosine, not {config.lr_schedule!r}")
+    if config.optimizer not in ("adam", "sgd"):
+        raise TrainingError(f"--optimizer must be adam or sgd, not {config.optimizer!r}")
+    if config.loss not in ("l1", "mse"):
+        raise TrainingError(f"--loss must be l1 or mse, not {config.loss!r}")
