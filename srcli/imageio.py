@@ -83,21 +83,84 @@ def _check_complete(path: Path, data: bytes) -> None:
 
 
 def header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG or JPEG header, read before decoding so huge images cost nothing."""
+    """(width, height) from the header of any format srcli reads, before decoding, so huge images cost nothing.
+
+    None when the header cannot be read; the decoded size is then checked instead.
+    """
+    try:
+        for reader in (_png_size, _jpeg_size, _webp_size, _bmp_size, _tiff_size):
+            size = reader(data)
+            if size is not None:
+                return size
+    except struct.error:
+        return None
+    return None
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
     if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) >= 24:
         return struct.unpack(">II", data[16:24])
-    if data.startswith(b"\xff\xd8"):
-        position = 2
-        while position + 9 < len(data) and data[position] == 0xFF:
-            marker = data[position + 1]
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-                position += 1 if marker == 0xFF else 2
-                continue
-            length = struct.unpack(">H", data[position + 2 : position + 4])[0]
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                height, width = struct.unpack(">HH", data[position + 5 : position + 9])
-                return width, height
-            position += 2 + length
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    position = 2
+    while position + 9 < len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            position += 1 if marker == 0xFF else 2
+            continue
+        length = struct.unpack(">H", data[position + 2 : position + 4])[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack(">HH", data[position + 5 : position + 9])
+            return width, height
+        position += 2 + length
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    """The first chunk says it all: VP8X (extended) and VP8L (lossless) hold the size minus one, VP8 the size."""
+    if not (data.startswith(b"RIFF") and data[8:12] == b"WEBP"):
+        return None
+    kind = data[12:16]
+    if kind == b"VP8X":
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    if kind == b"VP8L" and data[20:21] == b"\x2f":
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if kind == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    return None
+
+
+def _bmp_size(data: bytes) -> tuple[int, int] | None:
+    if not data.startswith(b"BM") or len(data) < 26:
+        return None
+    if struct.unpack("<I", data[14:18])[0] == 12:  # the old OS/2 header: 16-bit sizes
+        return struct.unpack("<HH", data[18:22])
+    width, height = struct.unpack("<ii", data[18:26])
+    return abs(width), abs(height)  # a negative height means rows stored top-down
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """ImageWidth and ImageLength of the first image (IFD) of a classic TIFF."""
+    if data[:4] not in (b"II*\x00", b"MM\x00*"):
+        return None
+    order = "<" if data[:2] == b"II" else ">"
+    ifd = struct.unpack(order + "I", data[4:8])[0]
+    (count,) = struct.unpack(order + "H", data[ifd : ifd + 2])
+    found: dict[int, int] = {}
+    for index in range(count):
+        tag, kind = struct.unpack(order + "HH", data[ifd + 2 + 12 * index : ifd + 6 + 12 * index])
+        value_at = ifd + 10 + 12 * index
+        if tag in (256, 257) and kind in (3, 4):  # SHORT or LONG, stored in the entry itself
+            width = 2 if kind == 3 else 4
+            found[tag] = struct.unpack(order + ("H" if kind == 3 else "I"), data[value_at : value_at + width])[0]
+    if 256 in found and 257 in found:
+        return found[256], found[257]
     return None
 
 

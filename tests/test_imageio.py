@@ -157,10 +157,51 @@ def test_png_exif_chunk_orientation(tmp_path):
     assert np.array_equal(read_image(path), image[::-1, ::-1])
 
 
-def test_header_size_reads_png_and_jpeg_without_decoding():
-    image = np.zeros((21, 34, 3), np.uint8)
-    assert header_size(cv2.imencode(".png", image)[1].tobytes()) == (34, 21)
-    assert header_size(_jpeg_with_orientation(image, 1)) == (34, 21)
+def _tiff(rgb: np.ndarray, orientation: int = 1, order: str = "<", long_sizes: bool = False) -> bytes:
+    """A minimal uncompressed RGB TIFF written field by field, so the Orientation tag can be set."""
+    height, width, _ = rgb.shape
+    pixels = rgb.tobytes()
+    bits_at = 8 + 2 + 12 * 10 + 4  # header, the IFD's 10 entries and its next-IFD link, then (8, 8, 8)
+    size_kind = 4 if long_sizes else 3
+    # (tag, type: 3 SHORT / 4 LONG, count, value or offset)
+    entries = [(256, size_kind, 1, width), (257, size_kind, 1, height), (258, 3, 3, bits_at), (259, 3, 1, 1),
+               (262, 3, 1, 2), (273, 4, 1, bits_at + 6), (274, 3, 1, orientation), (277, 3, 1, 3),
+               (278, 3, 1, height), (279, 4, 1, len(pixels))]
+    ifd = struct.pack(order + "H", len(entries))
+    for tag, kind, count, value in entries:
+        inline_short = kind == 3 and count == 1
+        field = struct.pack(order + "HH", value, 0) if inline_short else struct.pack(order + "I", value)
+        ifd += struct.pack(order + "HHI", tag, kind, count) + field
+    header = (b"II*\x00" if order == "<" else b"MM\x00*") + struct.pack(order + "I", 8)
+    return header + ifd + struct.pack(order + "I", 0) + struct.pack(order + "HHH", 8, 8, 8) + pixels
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_tiff_orientation_tag_gives_the_upright_view(tmp_path, orientation):
+    rgb = np.random.default_rng(orientation).integers(0, 256, (3, 5, 3), dtype=np.uint8)
+    path = tmp_path / "turned.tif"
+    path.write_bytes(_tiff(rgb, orientation, "<" if orientation % 2 else ">"))
+    upright = {1: rgb, 2: rgb[:, ::-1], 3: rgb[::-1, ::-1], 4: rgb[::-1], 5: rgb.swapaxes(0, 1),
+               6: rgb.swapaxes(0, 1)[:, ::-1], 7: rgb.swapaxes(0, 1)[::-1, ::-1], 8: rgb.swapaxes(0, 1)[::-1]}
+    assert np.array_equal(read_image(path), upright[orientation])
+
+
+def test_header_size_reads_every_format_without_decoding():
+    image = np.random.default_rng(5).integers(0, 256, (21, 34, 3), dtype=np.uint8)
+    alpha = np.dstack([image, np.full((21, 34), 128, np.uint8)])
+    encoded = {
+        "png": cv2.imencode(".png", image)[1],
+        "bmp": cv2.imencode(".bmp", image)[1],
+        "tiff": cv2.imencode(".tif", image)[1],
+        "webp-lossy": cv2.imencode(".webp", image, [cv2.IMWRITE_WEBP_QUALITY, 90])[1],
+        "webp-lossless": cv2.imencode(".webp", image, [cv2.IMWRITE_WEBP_QUALITY, 101])[1],
+        "webp-alpha": cv2.imencode(".webp", alpha, [cv2.IMWRITE_WEBP_QUALITY, 90])[1],
+    }
+    sizes = {name: header_size(data.tobytes()) for name, data in encoded.items()}
+    sizes["jpeg"] = header_size(_jpeg_with_orientation(image, 1))
+    sizes["tiff-long"] = header_size(_tiff(image, order=">", long_sizes=True))
+    assert sizes == dict.fromkeys(sizes, (34, 21))
+    assert header_size(b"II*\x00\xff\xff\xff\x00") is None  # an IFD past the end: unknown, not an error
 
 
 # --- refusals ----------------------------------------------------------------------------------------------
@@ -209,6 +250,16 @@ def test_pixel_limit_and_raising_it(tmp_path):
     _refused(tmp_path / "big.png", "over the .* limit", max_pixels=1000)
     assert read_image(tmp_path / "big.png", max_pixels=1200).shape == (30, 40, 3)
     assert read_image(tmp_path / "big.png", max_pixels=None).shape == (30, 40, 3)
+
+
+def test_tiff_bomb_refused_from_its_header(tmp_path):
+    """A TIFF whose first image claims 70000 x 70000 pixels but holds a few bytes is refused unread."""
+    data = bytearray(_tiff(np.zeros((2, 2, 3), np.uint8), long_sizes=True))
+    data[8 + 2 + 8 : 8 + 2 + 12] = struct.pack("<I", 70000)
+    data[8 + 14 + 8 : 8 + 14 + 12] = struct.pack("<I", 70000)
+    (tmp_path / "bomb.tif").write_bytes(bytes(data))
+    assert header_size(bytes(data)) == (70000, 70000)
+    _refused(tmp_path / "bomb.tif", "70000x70000 is 4900.0 MP, over the 120 MP limit")
 
 
 def test_decompression_bomb_refused_from_its_header(tmp_path):
