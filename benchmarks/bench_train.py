@@ -62,25 +62,15 @@ def bare_loop(args: argparse.Namespace, device: torch.device, amp: torch.dtype |
         inputs = torch.rand(config.batch, 3, config.patch, config.patch, device=device) * 255
         targets = torch.rand(config.batch, 3, config.patch * scale, config.patch * scale, device=device) * 255
         inputs = inputs.contiguous(memory_format=torch.channels_last)
-    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
 
     def one_step() -> None:
+        # The loop anyone would write first: no loss scaling, no clipping (a ceiling for srcli's loop).
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             output = model(inputs, scale)
         loss = trainer._loss(output.float(), targets)
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        if config.clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip / config.lr)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        loss.backward()
+        optimizer.step()
 
     for _ in range(args.warmup):
         one_step()

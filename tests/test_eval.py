@@ -26,7 +26,7 @@ from srcli.evaluate import evaluate
 from srcli.metrics import psnr
 from srcli.models import build
 from srcli.resize import downscale, imresize
-from srcli.weights import resolve
+from srcli.weights import read_manifest, resolve
 
 # --- published numbers -----------------------------------------------------------------------------
 
@@ -61,6 +61,22 @@ def test_vdsr_set5_matches_its_authors(benchmark_dir, vdsr_checkpoint, scale, au
     result = evaluate(prepare("Set5", benchmark_dir), scale, resolve(str(vdsr_checkpoint), scale), device="cpu")
     assert result.psnr == pytest.approx(authors, abs=0.05)
     assert result.reference is not None and result.reference.column == "VDSR"
+
+
+def _shipped_scores() -> list[tuple[str, int, float, float]]:
+    folder = Path(__file__).resolve().parent.parent / "weights"
+    return [(entry.name, scale, score.psnr, score.ssim) for entry in read_manifest(folder)
+            for scale, score in sorted(entry.metrics.get("Set5", {}).items())]
+
+
+@pytest.mark.parametrize(("name", "scale", "psnr", "ssim"), _shipped_scores())
+def test_shipped_models_score_what_their_manifest_says(benchmark_dir, name, scale, psnr, ssim):
+    """The README and `srcli models` quote the manifest; it must be what `srcli eval` measures on these files."""
+    torch.set_num_threads(2)
+    result = evaluate(prepare("Set5", benchmark_dir), scale, resolve(name, scale), device="cpu")
+    assert (result.method, len(result.rows)) == (name, 5)
+    assert result.psnr == pytest.approx(psnr, abs=1e-3)
+    assert result.ssim == pytest.approx(ssim, abs=1e-4)
 
 
 # --- a tiny real dataset, a loopback server ---------------------------------------------------------
