@@ -105,6 +105,15 @@ def test_resume_continues_exactly(tiny_images: Path, tmp_path: Path) -> None:
     assert np.allclose(once, twice, rtol=1e-5, atol=1e-6)
 
 
+def test_a_cosine_run_resumes_at_its_own_length_only(tiny_images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cosine"
+    _train(out, tiny_images, steps=2, lr_schedule="cosine")
+    config, state = configure(None, {"out": str(out), "steps": 2}, resume=True)
+    assert (config.steps, state["step"]) == (2, 2)
+    with pytest.raises(TrainingError, match=r"keeps a cosine run's length \(2 steps.*--init-from"):
+        configure(None, {"out": str(out), "steps": 4}, resume=True)
+
+
 def test_mdsr_updates_only_the_scale_it_trained(tiny_images: Path, tmp_path: Path) -> None:
     result = _train(tmp_path / "mdsr", tiny_images, recipe="mdsr-baseline", steps=1)
     trained = torch.load(result.weights, weights_only=True)

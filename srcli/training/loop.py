@@ -77,6 +77,12 @@ def configure(recipe: str | None, overrides: dict[str, Any], resume: bool) -> tu
     for key, value in overrides.items():
         if value is None:
             continue
+        if key == "steps" and config.lr_schedule == "cosine" and value != config.steps:
+            # The stored scheduler brings lr to 0 at the old length and would climb again after it.
+            raise TrainingError(
+                f"--resume keeps a cosine run's length ({config.steps:,} steps: lr reaches 0 there); to train "
+                f"longer, start a new cycle with --init-from {out / 'model.pt'} --out NEW"
+            )
         if key in RUNTIME_FIELDS:
             setattr(config, key, value)
         elif value != getattr(config, key):
