@@ -126,10 +126,10 @@ def peak_rss(width: int, height: int) -> None:
         f"image = np.random.default_rng(0).integers(0, 256, ({height}, {width}, 3), dtype=np.uint8)\n"
         "upscaler = Upscaler(build('edsr-baseline', scale=4).eval(), 4, UpscaleOptions(device='cpu'))\n"
         "start = time.perf_counter()\n"
-        "out = upscaler.upscale(image)\n"
+        "out, plan = upscaler.upscale(image)\n"
         "seconds = time.perf_counter() - start\n"
         "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20\n"
-        "print(f'{out.shape[1]}x{out.shape[0]} in {seconds:.0f} s, plan {upscaler.last_plan}, peak RSS {rss:.2f} GB')\n"
+        "print(f'{out.shape[1]}x{out.shape[0]} in {seconds:.0f} s, plan {plan}, peak RSS {rss:.2f} GB')\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
     print(f"\npeak memory, edsr-baseline x4 of a {width}x{height} image (target < 3 GB):")
@@ -170,10 +170,10 @@ def cuda_section(repeats: int) -> None:
     side = int(np.sqrt(2.0 * free / per_pixel))
     image = random_image(side, side)
     start = time.perf_counter()
-    out = upscaler.upscale(image)
+    out, plan = upscaler.upscale(image)
     torch.cuda.synchronize()
     print(f"\nOOM back-off: whole {side}x{side} -> {out.shape[1]}x{out.shape[0]} asked on {free / 2**30:.0f} GiB free: "
-          f"{upscaler.last_plan} in {time.perf_counter() - start:.1f} s")
+          f"{plan} in {time.perf_counter() - start:.1f} s")
 
 
 def main() -> None:

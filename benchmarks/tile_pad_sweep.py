@@ -25,11 +25,11 @@ from srcli.weights import load_checkpoint
 
 
 def sweep(model: torch.nn.Module, scale: int, image: np.ndarray, tile: int, pads: list[int]) -> None:
-    whole = Upscaler(model, scale, UpscaleOptions(device="cpu", tile=0)).upscale(image)
+    whole = Upscaler(model, scale, UpscaleOptions(device="cpu", tile=0)).upscale(image).image
     default = Upscaler(model, scale, UpscaleOptions(device="cpu")).receptive_field
     print(f"  {model.arch} x{scale}: receptive field (default pad) {default} LR px, tile {tile}")
     for pad in [*pads, default]:
-        tiled = Upscaler(model, scale, UpscaleOptions(device="cpu", tile=tile, tile_pad=pad)).upscale(image)
+        tiled = Upscaler(model, scale, UpscaleOptions(device="cpu", tile=tile, tile_pad=pad)).upscale(image).image
         differing = int((tiled != whole).sum())
         print(f"    pad {pad:3d}: {differing:7d} bytes differ of {whole.size} (max |diff| "
               f"{int(np.abs(tiled.astype(int) - whole).max())})")

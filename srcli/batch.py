@@ -50,7 +50,7 @@ class ImageResult:
     output_size: tuple[int, int] | None = None
     seconds: float = 0.0
     rank: int = 0
-    plan: dict | None = None  # how the engine ran it (device, precision, tile, batch, back-offs); set by the CLI
+    plan: dict | None = None  # how the engine ran it (device, precision, tile, tiles, batch, back-offs)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -248,7 +248,8 @@ def _run_one(
     try:
         image = read_image(job.source, max_pixels)
         result.input_size = _size(image)
-        upscaled = pipeline.upscale(image, progress)
+        upscaled, plan = pipeline.upscale(image, progress)
+        result.plan = plan.to_dict()
         job.target.parent.mkdir(parents=True, exist_ok=True)
         write_image(job.target, upscaled, quality)
         result.output_size = _size(upscaled)

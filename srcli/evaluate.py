@@ -28,8 +28,8 @@ from srcli.datasets import Dataset, ImagePair
 from srcli.engine import UpscaleOptions, Upscaler
 from srcli.errors import OutputError, ScaleError
 from srcli.metrics import psnr, quantize, rgb_to_y, ssim
+from srcli.models import ModelSpec, spec_of
 from srcli.resize import imresize, modcrop
-from srcli.weights import ResolvedModel
 
 BICUBIC = "bicubic"
 ImageProgress = Callable[[int, int], None]  # (images done, images in the set)
@@ -95,20 +95,11 @@ def _parse_table3() -> dict[tuple[str, int, str], Reference]:
 TABLE3 = _parse_table3()
 
 
-def reference_column(model: ResolvedModel | None, ensemble: bool = False) -> str | None:
-    """Which Table 3 column a method belongs to: bicubic, VDSR, or the paper-size EDSR/MDSR (+ with ensemble)."""
-    if model is None:
+def reference_column(spec: ModelSpec | None, ensemble: bool = False) -> str | None:
+    """Which Table 3 column a method belongs to: bicubic (None), or what the network's architecture says."""
+    if spec is None:
         return "Bicubic"
-    arch, config = model.spec.arch, model.spec.config
-    if arch == "vdsr":
-        column = "VDSR"
-    elif arch == "edsr" and config.get("blocks") == 32 and config.get("features") == 256:
-        column = "EDSR"
-    elif arch == "mdsr" and config.get("blocks") == 80:
-        column = "MDSR"
-    else:
-        return None
-    return column + "+" if ensemble and column != "VDSR" else column
+    return spec.table_column(ensemble)
 
 
 def reference(set_name: str, scale: int, column: str | None, protocol: str = "paper") -> Reference | None:
@@ -209,39 +200,45 @@ def _save(image: np.ndarray, path: Path) -> None:
         raise OutputError(f"{path}: cannot write ({error.strerror})") from None
 
 
-def check_scale(model: ResolvedModel, scale: int) -> None:
-    """A network trained for other scales is refused (VDSR runs on a bicubic-upscaled input at any scale)."""
-    if model.spec.arch != "vdsr" and scale not in model.spec.scales:
-        scales = "/".join(f"x{s}" for s in model.spec.scales)
-        raise ScaleError(f"{model.name} is a {scales} model; it cannot be scored at x{scale}")
+def check_scale(spec: ModelSpec, scale: int, label: str) -> None:
+    """A network trained for other scales is refused (one fed a bicubic-upscaled input runs at any scale)."""
+    if not spec.serves(scale):
+        raise ScaleError(f"{label} is a {spec.scales_text()} model; it cannot be scored at x{scale}")
 
 
-def scoring_upscaler(network: nn.Module, scale: int, *, device: str = "auto", ensemble: bool = False) -> Upscaler:
+def scoring_upscaler(
+    network: nn.Module, scale: int, *, spec: ModelSpec | None = None, device: str = "auto", ensemble: bool = False
+) -> Upscaler:
     """The engine as scoring runs it: the whole LR image at once (no tiles), so scores never depend on memory."""
-    return Upscaler(network, scale, UpscaleOptions(device=device, tile=0, ensemble=ensemble))
+    return Upscaler(network, scale, UpscaleOptions(device=device, tile=0, ensemble=ensemble), spec=spec)
 
 
 def evaluate(
     dataset: Dataset,
     scale: int,
-    model: ResolvedModel | None = None,
+    network: nn.Module | None = None,
+    spec: ModelSpec | None = None,
     *,
+    method: str | None = None,
     protocol: str = "paper",
     ensemble: bool = False,
     device: str = "auto",
     save_dir: Path | None = None,
     progress: ImageProgress | None = None,
 ) -> SetResult:
-    """Score `model` (None: bicubic) on every image of `dataset` at `scale`; SR saved under save_dir if given.
+    """Score `network` (None: bicubic) on every image of `dataset` at `scale`; SR saved under save_dir if given.
 
+    `spec` says what the network is (srcli's own modules carry it); `method` names it in the result.
     `seconds` is the time to produce each SR image.
     """
     upscaler = None
-    if model is not None:
-        check_scale(model, scale)
-        upscaler = scoring_upscaler(model.model, scale, device=device, ensemble=ensemble)
-    column = reference_column(model, ensemble)
-    result = SetResult(dataset.name, scale, BICUBIC if model is None else model.name, protocol, ensemble,
+    if network is not None:
+        spec = spec or spec_of(network)
+        method = method or spec.arch
+        check_scale(spec, scale, method)
+        upscaler = scoring_upscaler(network, scale, spec=spec, device=device, ensemble=ensemble)
+    column = reference_column(spec if network is not None else None, ensemble)
+    result = SetResult(dataset.name, scale, BICUBIC if network is None else str(method), protocol, ensemble,
                        reference=reference(dataset.name, scale, column, protocol))
     return score_pairs(result, dataset.pairs(scale), len(dataset), upscaler, save_dir=save_dir, progress=progress)
 
@@ -280,7 +277,7 @@ def _super_resolve(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(SR, the HR it is scored against)."""
     if upscaler is not None:
-        return upscaler.upscale(_as_rgb(pair.lr)), pair.hr
+        return upscaler.upscale(_as_rgb(pair.lr)).image, pair.hr
     if rules.y_channel:
         return classic_bicubic(pair.hr, scale)
     return imresize(pair.lr, scale), pair.hr

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from srcli.engine import ProgressCallback, Upscaler
+from srcli.engine import Plan, ProgressCallback, Upscaled, Upscaler
 from srcli.errors import InputImageError
 
 
@@ -28,10 +28,12 @@ class ImagePipeline:
     def __init__(self, upscaler: Upscaler):
         self.upscaler = upscaler
 
-    def upscale(self, image: np.ndarray, progress: ProgressCallback | None = None) -> np.ndarray:
-        """HxW, HxWx3 or HxWx4 uint8/uint16 -> the upscaled image with the same layout and dtype."""
+    def upscale(self, image: np.ndarray, progress: ProgressCallback | None = None) -> Upscaled:
+        """HxW, HxWx3 or HxWx4 uint8/uint16 -> the upscaled image with the same layout and dtype, and the plan
+        of its colour pass (with any back-off or fp32 re-run of the alpha pass added in)."""
         if image.ndim == 2:
-            return _channel_mean(self.upscaler.upscale(_as_rgb(image), progress), image.dtype)
+            grey, plan = self.upscaler.upscale(_as_rgb(image), progress)
+            return Upscaled(_channel_mean(grey, image.dtype), plan)
         channels = image.shape[2]
         if channels == 3:
             return self.upscaler.upscale(image, progress)
@@ -39,12 +41,21 @@ class ImagePipeline:
             raise InputImageError(f"{channels}-channel images are not supported (grey, RGB or RGBA expected)")
         rgb, alpha = image[..., :3], image[..., 3]
         if alpha.min() == alpha.max():
-            upscaled = self.upscaler.upscale(np.ascontiguousarray(rgb), progress)
+            upscaled, plan = self.upscaler.upscale(np.ascontiguousarray(rgb), progress)
             upscaled_alpha = np.full(upscaled.shape[:2], alpha.flat[0], dtype=image.dtype)
         else:
-            upscaled = self.upscaler.upscale(bleed_into_transparent(rgb, alpha), _pass(progress, 0, 2))
-            upscaled_alpha = _channel_mean(self.upscaler.upscale(_as_rgb(alpha), _pass(progress, 1, 2)), image.dtype)
-        return np.dstack([upscaled, upscaled_alpha])
+            upscaled, plan = self.upscaler.upscale(bleed_into_transparent(rgb, alpha), _pass(progress, 0, 2))
+            alpha_rgb, alpha_plan = self.upscaler.upscale(_as_rgb(alpha), _pass(progress, 1, 2))
+            upscaled_alpha = _channel_mean(alpha_rgb, image.dtype)
+            plan = _combined(plan, alpha_plan)
+        return Upscaled(np.dstack([upscaled, upscaled_alpha]), plan)
+
+
+def _combined(colour: Plan, alpha: Plan) -> Plan:
+    """The colour pass's plan, with what went wrong in either pass counted."""
+    colour.backoffs += alpha.backoffs
+    colour.fallbacks += alpha.fallbacks
+    return colour
 
 
 def bleed_into_transparent(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:

@@ -25,8 +25,18 @@ import torch
 from torch import nn
 
 from srcli import download
-from srcli.errors import CheckpointError, DownloadError, ScaleError, UnknownModelError
-from srcli.models import PRESETS, ModelSpec, build, detect, load_state_dict, normalise_state_dict, parameter_count
+from srcli.errors import CheckpointError, DownloadError, ScaleError, SrcliError, UnknownModelError
+from srcli.models import (
+    ARCHITECTURES,
+    PRESETS,
+    ModelSpec,
+    architecture,
+    build,
+    detect,
+    load_state_dict,
+    normalise_state_dict,
+    parameter_count,
+)
 
 OFFICIAL_BASE = "https://cv.snu.ac.kr/research/EDSR/models/"
 MANIFEST = "manifest.json"
@@ -66,6 +76,12 @@ class Weights:
     @property
     def arch(self) -> str:
         return PRESETS[self.preset][0] if self.preset in PRESETS else self.preset
+
+    @property
+    def spec(self) -> ModelSpec:
+        """What the file holds, as known before it is read (its preset completed by its config)."""
+        preset = PRESETS[self.preset][1] if self.preset in PRESETS else {}
+        return ModelSpec(architecture(self.preset), {**preset, **self.config})
 
     def build(self) -> nn.Module:
         return build(self.preset, **self.config)
@@ -164,7 +180,7 @@ def _manifest_dir() -> Path | None:
 def _manifest_entry(raw: dict[str, Any], folder: Path) -> Weights:
     """One manifest record -> a catalogue entry (KeyError/TypeError/ValueError on a malformed one)."""
     preset = raw["preset"]
-    if preset not in PRESETS and preset not in ("edsr", "mdsr", "vdsr"):
+    if preset not in PRESETS and preset not in ARCHITECTURES:
         raise ValueError(f"unknown preset {preset!r}")
     metrics = {
         dataset: {int(s): Score(float(v["psnr"]), v.get("ssim")) for s, v in per_scale.items()}
@@ -335,11 +351,11 @@ def ensure_local(
         raise DownloadError(f"{entry.name} could not be downloaded ({error}); {_offline_hint(entry)}") from None
 
 
-def _check_scale(label: str, arch: str, scales: tuple[int, ...], scale: int | None) -> None:
-    """VDSR works on any bicubic-upscaled image, so only EDSR/MDSR are held to their trained scales."""
-    if scale is None or arch == "vdsr" or scale in scales:
+def _check_scale(label: str, spec: ModelSpec, scale: int | None) -> None:
+    """Networks are held to their trained scales, except those fed a bicubic-upscaled image (any scale)."""
+    if scale is None or spec.serves(scale):
         return
-    raise ScaleError(f"{label} is x{'/x'.join(map(str, scales))}; it cannot upscale x{scale}")
+    raise ScaleError(f"{label} is {spec.scales_text()}; it cannot upscale x{scale}")
 
 
 def resolve(
@@ -357,18 +373,52 @@ def resolve(
     """
     entry = find(str(name_or_path), scale)
     if entry is not None:
-        _check_scale(entry.name, entry.arch, entry.scales, scale)
+        _check_scale(entry.name, entry.spec, scale)
         path = ensure_local(entry, mirror=mirror, progress=progress, offline=offline)
         model, spec = load_checkpoint(path)
-        if spec.arch != entry.arch or (spec.arch != "vdsr" and tuple(spec.scales) != entry.scales):
+        if spec.arch != entry.arch or (not spec.any_scale and spec.scales != entry.scales):
             raise CheckpointError(f"{path}: holds {spec.arch} x{spec.scales}, not the catalogue's {entry.name}")
         return ResolvedModel(model, spec, entry.name, path, entry)
     path = Path(name_or_path).expanduser()
     if not path.exists() and not _looks_like_path(str(name_or_path)):
         raise UnknownModelError(_unknown_message(str(name_or_path)))
     model, spec = load_checkpoint(path)
-    _check_scale(str(name_or_path), spec.arch, spec.scales, scale)
+    _check_scale(str(name_or_path), spec, scale)
     return ResolvedModel(model, spec, str(name_or_path), path)
+
+
+def select(
+    model: str | None = None,
+    path: Path | str | None = None,
+    scale: int | None = None,
+    *,
+    mirror: str | None = None,
+    progress: download.Progress | None = None,
+) -> tuple[ResolvedModel, int]:
+    """What `--model`, `--weights` and `--scale` (each optional) mean together: a ready network and its scale.
+
+    Neither model nor path: srcli's embedded model for the scale (x4 when no scale is given). No scale: the
+    network's own when it has exactly one, else x4.
+    """
+    if model and path:
+        raise SrcliError("give --model NAME or --weights PATH, not both")
+    name = model or (str(path) if path is not None else None)
+    if name is None:
+        scale = scale or 4
+        name = default_model(scale)
+        if name is None and scale in (2, 3, 4):
+            raise SrcliError(
+                f"srcli's embedded x{scale} model is missing from this install: pass --weights PATH or --model NAME"
+            )
+        if name is None:
+            raise ScaleError(
+                f"srcli's built-in models upscale x2, x3 or x4, not x{scale}: use --scale 4 --outscale {scale} "
+                "(the x4 model, then a resize), or --weights PATH / --model NAME for a model of that scale"
+            )
+    resolved = resolve(name, scale, mirror=mirror, progress=progress)
+    if scale is None:  # the checkpoint's own scale when it has one, else the common x4
+        scale = resolved.spec.scales[0] if len(resolved.spec.scales) == 1 else 4
+    return resolved, scale
 
 
 def _looks_like_path(text: str) -> bool:

@@ -46,12 +46,12 @@ def _random_image(height: int, width: int, dtype=np.uint8, seed: int = 0) -> np.
 def test_tiled_output_is_byte_identical_to_whole_image_edsr_baseline(benchmark_dir: Path) -> None:
     image = _set14_crop(benchmark_dir, slice(100, 160), slice(40, 240))  # 60 x 200: interior column seams
     model = _seeded("edsr-baseline", scale=2)
-    whole = Upscaler(model, 2, UpscaleOptions(device=CPU, tile=0)).upscale(image)
+    whole = Upscaler(model, 2, UpscaleOptions(device=CPU, tile=0)).upscale(image).image
     upscaler = Upscaler(model, 2, UpscaleOptions(device=CPU, tile=40))
     calls: list[tuple[int, int]] = []
-    tiled = upscaler.upscale(image, lambda done, total: calls.append((done, total)))
-    assert upscaler.last_plan is not None and upscaler.last_plan.pad == upscaler.receptive_field == 36
-    assert calls[-1] == (10, 10)  # 2 x 5 windows
+    tiled, plan = upscaler.upscale(image, lambda done, total: calls.append((done, total)))
+    assert plan.pad == upscaler.receptive_field == 36
+    assert calls[-1] == (10, 10) and plan.tiles == 10  # 2 x 5 windows
     assert tiled.shape == (120, 400, 3) and tiled.dtype == np.uint8
     assert np.array_equal(tiled, whole)
 
@@ -59,9 +59,9 @@ def test_tiled_output_is_byte_identical_to_whole_image_edsr_baseline(benchmark_d
 def test_tiled_output_is_byte_identical_to_whole_image_vdsr(benchmark_dir: Path, vdsr_checkpoint: Path) -> None:
     image = _set14_crop(benchmark_dir, slice(60, 100), slice(0, 120))
     model, _ = load_checkpoint(vdsr_checkpoint)
-    whole = Upscaler(model, 3, UpscaleOptions(device=CPU, tile=0)).upscale(image)
+    whole = Upscaler(model, 3, UpscaleOptions(device=CPU, tile=0)).upscale(image).image
     upscaler = Upscaler(model, 3, UpscaleOptions(device=CPU, tile=30, batch=2))
-    tiled = upscaler.upscale(image)
+    tiled = upscaler.upscale(image).image
     assert upscaler.receptive_field == 10  # ceil(20 / 3) network + 3 bicubic
     assert np.array_equal(tiled, whole)
 
@@ -70,8 +70,8 @@ def test_a_pad_below_the_receptive_field_changes_the_output(benchmark_dir: Path)
     """The overlap is what makes tiles exact: with none, the seams show."""
     image = _set14_crop(benchmark_dir, slice(0, 24), slice(0, 96))
     model = _seeded("edsr-baseline", scale=2)
-    whole = Upscaler(model, 2, UpscaleOptions(device=CPU, tile=0)).upscale(image)
-    seamed = Upscaler(model, 2, UpscaleOptions(device=CPU, tile=24, tile_pad=0)).upscale(image)
+    whole = Upscaler(model, 2, UpscaleOptions(device=CPU, tile=0)).upscale(image).image
+    seamed = Upscaler(model, 2, UpscaleOptions(device=CPU, tile=24, tile_pad=0)).upscale(image).image
     assert (seamed != whole).sum() > 100
 
 
@@ -126,9 +126,9 @@ def test_ensemble_is_the_average_of_the_eight_transforms(shape: tuple[int, int])
     model = _seeded("edsr-baseline", scale=2, blocks=2)
     image = _random_image(*shape)
     upscaler = Upscaler(model, 2, UpscaleOptions(device=CPU, ensemble=True, tile=0))
-    got = upscaler.upscale(image).astype(np.float64)
+    got = upscaler.upscale(image).image.astype(np.float64)
     expected = _manual_ensemble(upscaler, image)
-    plain = Upscaler(model, 2, UpscaleOptions(device=CPU, tile=0)).upscale(image)
+    plain = Upscaler(model, 2, UpscaleOptions(device=CPU, tile=0)).upscale(image).image
     assert np.abs(got - expected).max() <= 1  # float summation order only
     assert (got != expected).mean() < 1e-3
     assert (got != plain).mean() > 0.3  # the ensemble really changed the result
@@ -137,8 +137,8 @@ def test_ensemble_is_the_average_of_the_eight_transforms(shape: tuple[int, int])
 def test_ensemble_combines_with_tiling_exactly() -> None:
     model = _seeded("edsr-baseline", scale=2, blocks=2)  # receptive field 8
     image = _random_image(30, 30, seed=3)
-    whole = Upscaler(model, 2, UpscaleOptions(device=CPU, ensemble=True, tile=0)).upscale(image)
-    tiled = Upscaler(model, 2, UpscaleOptions(device=CPU, ensemble=True, tile=12, batch=8)).upscale(image)
+    whole = Upscaler(model, 2, UpscaleOptions(device=CPU, ensemble=True, tile=0)).upscale(image).image
+    tiled = Upscaler(model, 2, UpscaleOptions(device=CPU, ensemble=True, tile=12, batch=8)).upscale(image).image
     assert np.array_equal(tiled, whole)
 
 
@@ -148,14 +148,14 @@ def test_ensemble_combines_with_tiling_exactly() -> None:
 @pytest.mark.parametrize(("outscale", "expected"), [(3.0, (51, 66)), (1.5, (26, 33)), (2.0, (34, 44))])
 def test_outscale_gives_the_rounded_size(outscale: float, expected: tuple[int, int]) -> None:
     model = _seeded("edsr-baseline", scale=2, blocks=1)
-    out = Upscaler(model, 2, UpscaleOptions(device=CPU, outscale=outscale)).upscale(_random_image(17, 22))
+    out = Upscaler(model, 2, UpscaleOptions(device=CPU, outscale=outscale)).upscale(_random_image(17, 22)).image
     assert out.shape == (*expected, 3) and out.dtype == np.uint8
 
 
 def test_uint16_keeps_sixteen_bit_precision() -> None:
     model = _seeded("edsr-baseline", scale=2, blocks=2)
     image = _random_image(16, 20, np.uint16, seed=5)
-    out = Upscaler(model, 2, UpscaleOptions(device=CPU)).upscale(image)
+    out = Upscaler(model, 2, UpscaleOptions(device=CPU)).upscale(image).image
     assert out.dtype == np.uint16 and out.shape == (32, 40, 3)
     x = torch.from_numpy(image.astype(np.float64) * 255 / 65535).permute(2, 0, 1)[None].float()
     with torch.inference_mode():
@@ -172,7 +172,7 @@ def test_vdsr_y_channel_reassembles_colour_exactly() -> None:
     image = _random_image(14, 18, seed=7)
     upscaler = Upscaler(model, 3, UpscaleOptions(device=CPU))
     bicubic = imresize(image.astype(np.float64) / 255, scale=3) * 255
-    assert np.array_equal(upscaler.upscale(image), np.clip(np.round(bicubic), 0, 255).astype(np.uint8))
+    assert np.array_equal(upscaler.upscale(image).image, np.clip(np.round(bicubic), 0, 255).astype(np.uint8))
     luma = upscaler.upscale_luma(image)
     expected_luma = YCBCR_OFFSET[0] + bicubic @ YCBCR_MATRIX[0] / 255
     assert luma.shape == (42, 54) and np.allclose(luma, expected_luma, atol=1e-4)
@@ -196,9 +196,9 @@ def test_half_precision_overflow_falls_back_to_fp32() -> None:
         model.head[0].weight.mul_(2000.0)  # activations beyond fp16's 65504: Inf in half precision
     image = _random_image(12, 12, seed=2)
     half = Upscaler(model, 2, UpscaleOptions(device=CPU, precision="fp16"))
-    out = half.upscale(image)
-    full = Upscaler(model, 2, UpscaleOptions(device=CPU, precision="fp32")).upscale(image)
-    assert half.last_plan is not None and half.last_plan.fallbacks == 1
+    out, plan = half.upscale(image)
+    full = Upscaler(model, 2, UpscaleOptions(device=CPU, precision="fp32")).upscale(image).image
+    assert plan.fallbacks == 1
     assert np.array_equal(out, full)
 
 
@@ -241,13 +241,12 @@ def test_tile_size_follows_the_memory_budget() -> None:
 def test_out_of_memory_backs_off_to_smaller_tiles_with_the_same_result() -> None:
     model = _seeded("edsr-baseline", scale=2, blocks=2)
     image = _random_image(48, 64, seed=4)
-    whole = Upscaler(model, 2, UpscaleOptions(device=CPU, tile=0)).upscale(image)
+    whole = Upscaler(model, 2, UpscaleOptions(device=CPU, tile=0)).upscale(image).image
     probe = Upscaler(model, 2, UpscaleOptions(device=CPU))
     budget = probe.bytes_per_window(40 * 40)  # the whole 48x64 image does not fit; a 16+2*8 window does
     upscaler = Upscaler(model, 2, UpscaleOptions(device=CPU, tile=0, batch=4, memory_budget=budget))
-    out = upscaler.upscale(image)
-    plan = upscaler.last_plan
-    assert plan is not None and plan.backoffs >= 2 and plan.batch == 1 and 0 < plan.tile < 48
+    out, plan = upscaler.upscale(image)
+    assert plan.backoffs >= 2 and plan.batch == 1 and 0 < plan.tile < 48
     assert np.array_equal(out, whole)
     with pytest.raises(DeviceError, match="not enough memory"):
         Upscaler(model, 2, UpscaleOptions(device=CPU, tile=0, memory_budget=1000)).upscale(image)
@@ -260,11 +259,11 @@ def test_tail_strips_under_a_tight_budget_give_the_same_bytes() -> None:
     roomy = Upscaler(model, 4, UpscaleOptions(device=CPU, tile=0, memory_budget=2**30))
     probe = Upscaler(model, 4, UpscaleOptions(device=CPU))
     tight = Upscaler(model, 4, UpscaleOptions(device=CPU, tile=0, memory_budget=probe.bytes_per_window(40 * 36)))
-    tight._budget = tight.memory_budget()
-    assert tight._strip_rows(40, 40 * 36) < 40 <= roomy._strip_rows(40, 40 * 36)
-    out = tight.upscale(image)
-    assert tight.last_plan is not None and tight.last_plan.backoffs == 0
-    assert np.array_equal(out, roomy.upscale(image))
+    strips = [u.runner._strip_rows(40, 40 * 36, torch.float32, u.memory_budget()) for u in (tight, roomy)]
+    assert strips[0] < 40 <= strips[1]
+    out, plan = tight.upscale(image)
+    assert plan.backoffs == 0
+    assert np.array_equal(out, roomy.upscale(image).image)
 
 
 # --- CUDA (the lead runs these on a GPU machine) -------------------------------------------------------
@@ -277,8 +276,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def test_cuda_half_precision_is_close_to_fp32(precision: str) -> None:
     model = _seeded("edsr-baseline", scale=2)
     image = _random_image(64, 80, seed=6)
-    full = Upscaler(model, 2, UpscaleOptions(device="cuda", precision="fp32")).upscale(image).astype(int)
-    half = Upscaler(model, 2, UpscaleOptions(device="cuda", precision=precision)).upscale(image).astype(int)
+    full = Upscaler(model, 2, UpscaleOptions(device="cuda", precision="fp32")).upscale(image).image.astype(int)
+    half = Upscaler(model, 2, UpscaleOptions(device="cuda", precision=precision)).upscale(image).image.astype(int)
     assert np.abs(half - full).max() <= (2 if precision == "fp16" else 6)
 
 
@@ -288,5 +287,5 @@ def test_cuda_auto_precision_is_fp16_and_tiles_match_whole() -> None:
     upscaler = Upscaler(model, 2, UpscaleOptions(device="cuda", precision="fp32", tile=24))
     assert choose_dtype("auto", upscaler.device) == torch.float16
     image = _random_image(50, 70, seed=8)
-    whole = Upscaler(model, 2, UpscaleOptions(device="cuda", precision="fp32", tile=0)).upscale(image)
-    assert np.abs(upscaler.upscale(image).astype(int) - whole).max() <= 1
+    whole = Upscaler(model, 2, UpscaleOptions(device="cuda", precision="fp32", tile=0)).upscale(image).image
+    assert np.abs(upscaler.upscale(image).image.astype(int) - whole).max() <= 1

@@ -58,7 +58,8 @@ def test_vdsr_set5_matches_its_authors(benchmark_dir, vdsr_checkpoint, scale, au
     # classic luma-only degradation (37.653 measured that way). x3 is left out to keep CI short: each
     # scale runs the 20-layer net over Set5 at HR size on CPU (about 15 s alone, 35 s on a busy 2-core box).
     torch.set_num_threads(2)
-    result = evaluate(prepare("Set5", benchmark_dir), scale, resolve(str(vdsr_checkpoint), scale), device="cpu")
+    vdsr = resolve(str(vdsr_checkpoint), scale)
+    result = evaluate(prepare("Set5", benchmark_dir), scale, vdsr.model, vdsr.spec, method=vdsr.name, device="cpu")
     assert result.psnr == pytest.approx(authors, abs=0.05)
     assert result.reference is not None and result.reference.column == "VDSR"
 
@@ -73,7 +74,8 @@ def _shipped_scores() -> list[tuple[str, int, float, float]]:
 def test_shipped_models_score_what_their_manifest_says(benchmark_dir, name, scale, psnr, ssim):
     """The README and `srcli models` quote the manifest; it must be what `srcli eval` measures on these files."""
     torch.set_num_threads(2)
-    result = evaluate(prepare("Set5", benchmark_dir), scale, resolve(name, scale), device="cpu")
+    shipped = resolve(name, scale)
+    result = evaluate(prepare("Set5", benchmark_dir), scale, shipped.model, shipped.spec, method=name, device="cpu")
     assert (result.method, len(result.rows)) == (name, 5)
     assert result.psnr == pytest.approx(psnr, abs=1e-3)
     assert result.ssim == pytest.approx(ssim, abs=1e-4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich import box
@@ -14,13 +15,16 @@ from rich.table import Table
 from srcli.cli.common import console, fail, parse_scales, stdout
 from srcli.errors import DownloadError
 
+if TYPE_CHECKING:
+    from srcli.weights import ResolvedModel
+
 
 class ProtocolChoice(str, Enum):
     paper = "paper"
     div2k_rgb = "div2k-rgb"
 
 
-def _resolve_models(model: str | None, weights: Path | None, scales: list[int]) -> dict[int, object | None]:
+def _resolve_models(model: str | None, weights: Path | None, scales: list[int]) -> dict[int, ResolvedModel | None]:
     """One ready network per scale (None for bicubic), all checked before any image is scored."""
     from srcli.evaluate import BICUBIC, check_scale
     from srcli.weights import resolve
@@ -30,7 +34,7 @@ def _resolve_models(model: str | None, weights: Path | None, scales: list[int]) 
     if weights is not None:  # one file serves every scale it can; refuse the others up front
         resolved = resolve(str(weights), scales[0])
         for scale in scales:
-            check_scale(resolved, scale)
+            check_scale(resolved.spec, scale, resolved.name)
         return dict.fromkeys(scales, resolved)
     return {scale: resolve(model, scale) for scale in scales}
 
@@ -150,8 +154,10 @@ def register(app: typer.Typer) -> None:
                     def on_image(done: int, total: int, task=task) -> None:
                         bar.update(task, completed=done, total=total, detail=f"{done}/{total} images")
 
+                    resolved = networks[each_scale]
                     results.append(evaluate(
-                        dataset, each_scale, networks[each_scale], protocol=protocol.value, ensemble=ensemble,
+                        dataset, each_scale, resolved.model if resolved else None, resolved.spec if resolved else None,
+                        method=resolved.name if resolved else None, protocol=protocol.value, ensemble=ensemble,
                         device=device, save_dir=save_dir, progress=on_image,
                     ))
 

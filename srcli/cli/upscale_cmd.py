@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
-import torch
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -29,13 +27,12 @@ from srcli.batch import (
 )
 from srcli.cli.common import console, stdout
 from srcli.cli.models_cmd import download_progress
-from srcli.engine import Plan, UpscaleOptions, Upscaler, choose_device, choose_dtype
-from srcli.errors import DeviceError, ScaleError, SrcliError
+from srcli.engine import UpscaleOptions, Upscaler, choose_device, choose_dtype, precision_name, refuse_cpu_half
+from srcli.errors import SrcliError
 from srcli.imageio import DEFAULT_MAX_PIXELS
 from srcli.pipeline import ImagePipeline
 
 _UNITS = {"k": 1e3, "m": 1e6, "mp": 1e6, "g": 1e9, "gp": 1e9}
-_PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 def parse_pixels(text: str) -> int:
@@ -55,31 +52,12 @@ def parse_pixels(text: str) -> int:
 def resolve_model(
     model: str | None, weights_path: Path | None, scale: int | None, mirror: str | None = None
 ) -> tuple[weights.ResolvedModel, int]:
-    """--model / --weights / the catalogue's default -> a ready network and the scale it will run at."""
-    if model and weights_path:
-        raise SrcliError("give --model NAME or --weights PATH, not both")
-    name = model or (str(weights_path) if weights_path is not None else None)
-    if name is None:
-        default_model = getattr(weights, "default_model", None)
-        scale = scale or 4
-        name = default_model(scale) if default_model is not None else None
-        if name is None and scale in (2, 3, 4):
-            raise SrcliError(
-                f"srcli's embedded x{scale} model is missing from this install: pass --weights PATH or --model NAME"
-            )
-        if name is None:
-            raise ScaleError(
-                f"srcli's built-in models upscale x2, x3 or x4, not x{scale}: use --scale 4 --outscale {scale} "
-                "(the x4 model, then a resize), or --weights PATH / --model NAME for a model of that scale"
-            )
-    if console.is_terminal:  # a byte bar while a catalogue file downloads; logs and pipes need none
-        with download_progress() as track:
-            resolved = weights.resolve(name, scale, mirror=mirror, progress=track(f"downloading {name}"))
-    else:
-        resolved = weights.resolve(name, scale, mirror=mirror)
-    if scale is None:  # the checkpoint's own scale when it has one, else the common x4
-        scale = resolved.spec.scales[0] if len(resolved.spec.scales) == 1 else 4
-    return resolved, scale
+    """weights.select, with a byte bar while a catalogue file downloads on a terminal (logs and pipes need none)."""
+    if not console.is_terminal:
+        return weights.select(model, weights_path, scale, mirror=mirror)
+    name = model or (weights_path.name if weights_path is not None else "the default model")
+    with download_progress() as track:
+        return weights.select(model, weights_path, scale, mirror=mirror, progress=track(f"downloading {name}"))
 
 
 def register(app: typer.Typer) -> None:
@@ -197,18 +175,14 @@ def check_device(device: str, precision: str) -> None:
     """Refuse an absent device or a precision that cannot help, before any input is looked at."""
     chosen = choose_device(device)
     choose_dtype(precision, chosen)
-    if chosen.type == "cpu" and precision in ("fp16", "bf16"):
-        raise DeviceError(
-            f"--precision {precision} needs a GPU: on the CPU half precision is many times slower than fp32; "
-            "use --precision auto (fp32 on the CPU)"
-        )
+    refuse_cpu_half(chosen, precision)
 
 
 def _shard_device(device: str, shard: Shard) -> str:
     """Under torchrun with GPUs, each local rank takes its own GPU."""
     if device != "auto" or shard.world == 1:
         return device
-    return f"cuda:{shard.local_rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
+    return str(choose_device("auto", local_rank=shard.local_rank))
 
 
 def _upscale(
@@ -233,7 +207,7 @@ def _upscale(
     shard.wait_for_all()
     upscaler = Upscaler(resolved.model, scale, options)
     pipeline = ImagePipeline(upscaler)
-    device = f"{upscaler.device} {_PRECISION_NAMES.get(upscaler.dtype, upscaler.dtype)}"
+    device = f"{upscaler.device} {precision_name(upscaler.dtype)}"
     mine = shard.take(jobs)
     lone = len(jobs) + len(problems) == 1
     if shard.rank == 0:
@@ -257,10 +231,9 @@ def _upscale(
         def finished_image(result: ImageResult) -> None:
             progress.update(tiles, visible=False)
             progress.advance(images)
-            if result.status == "written" and upscaler.last_plan is not None:
-                result.plan = describe_plan(upscaler, upscaler.last_plan, result.input_size)
-                if not lone and (verbose or _plan_note(result.plan)):
-                    progress.console.print(f"{result.source}: {_plan_text(result.plan)}", soft_wrap=True)
+            shown = result.status == "written" and result.plan is not None and not lone
+            if shown and (verbose or _plan_note(result.plan)):
+                progress.console.print(f"{result.source}: {_plan_text(result.plan)}", soft_wrap=True)
             if result.status == "failed":
                 _report_failure(result)
 
@@ -294,29 +267,6 @@ def _progress(total: int) -> Progress:
 
 def _report_failure(result: ImageResult) -> None:
     console.print(f"[bold red]error:[/] {result.error}", soft_wrap=True, markup=True, highlight=False)
-
-
-def describe_plan(upscaler: Upscaler, plan: Plan, size: tuple[int, int] | None) -> dict:
-    """How the engine ran an image, for --json and --verbose: the plan after any memory back-off.
-
-    `batch` is what one forward held (the engine's limit, capped by the tile count; x8 with --ensemble)."""
-    width, height = size or (0, 0)
-    tiles = _tiles_along(width, plan.tile) * _tiles_along(height, plan.tile)
-    transforms = 8 if upscaler.options.ensemble else 1
-    return {
-        "device": str(upscaler.device),
-        "precision": _PRECISION_NAMES.get(upscaler.dtype, str(upscaler.dtype)),
-        "tile": plan.tile,
-        "tile_pad": plan.pad,
-        "tiles": tiles,
-        "batch": min(plan.batch, tiles * transforms) if tiles else plan.batch,
-        "backoffs": plan.backoffs,
-        "fp32_fallbacks": plan.fallbacks,
-    }
-
-
-def _tiles_along(length: int, tile: int) -> int:
-    return math.ceil(length / tile) if 0 < tile < length else 1
 
 
 def _plan_note(plan: dict) -> str:
@@ -375,7 +325,7 @@ def _json(summary: Summary, model: str, scale: int, label: str, upscaler: Upscal
         "scale": scale,
         "output_scale": label,
         "device": str(upscaler.device),
-        "precision": _PRECISION_NAMES.get(upscaler.dtype, str(upscaler.dtype)),
+        "precision": precision_name(upscaler.dtype),
         "ensemble": upscaler.options.ensemble,
         "processes": shard.world,
         "written": summary.count("written"),

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 import torch
 from torch import nn
+
+from srcli.errors import CheckpointError
 
 # DIV2K RGB mean used by every official EDSR/MDSR file (EDSR-PyTorch's rgb_mean).
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -63,3 +68,26 @@ class Upsampler(nn.Sequential):
         for factor in upsampler_factors(scale):
             layers += [conv(features, factor * factor * features, 3), nn.PixelShuffle(factor)]
         super().__init__(*layers)
+
+
+# --- reading sizes back from tensors (shared by the EDSR and MDSR records) ---------------------------------
+
+
+def count_indices(state: Mapping[str, torch.Tensor], pattern: str) -> int:
+    """How many distinct indices the first group of `pattern` takes over the keys (blocks, upsamplers)."""
+    return len({int(m.group(1)) for key in state if (m := re.match(pattern, key))})
+
+
+def upsampler_scale(state: Mapping[str, torch.Tensor], prefix: str, features: int) -> int:
+    """The scale of the sub-pixel upsampler under `prefix` (its convs' keys `prefix.{i}.weight`): 4F per x2
+    step, 9F for x3."""
+    convs = sorted(
+        (int(m.group(1)), value) for key, value in state.items()
+        if (m := re.match(rf"{re.escape(prefix)}\.(\d+)\.weight$", key))
+    )
+    ratios = [weight.shape[0] // features for _, weight in convs]
+    if ratios == [9]:
+        return 3
+    if ratios and all(r == 4 for r in ratios):
+        return 2 ** len(ratios)
+    raise CheckpointError(f"upsampler with output channels {[w.shape[0] for _, w in convs]} is not a known scale")

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
-from srcli.models.blocks import MeanShift, ResBlock, Upsampler, conv
+from srcli.models.blocks import MeanShift, ResBlock, Upsampler, conv, count_indices, upsampler_scale
+from srcli.models.folding import FoldedNetwork, fold_residual_network, working_copy
+from srcli.models.spec import Architecture, Tensors
 
 
 class MDSR(nn.Module):
@@ -13,7 +18,6 @@ class MDSR(nn.Module):
 
     arch = "mdsr"
     pixel_max = 255.0
-    upscales_inside = True
 
     def __init__(
         self,
@@ -50,3 +54,51 @@ class MDSR(nn.Module):
         x = self.pre_process[index](self.head(self.sub_mean(x)))
         x = self.body(x) + x
         return self.add_mean(self.tail(self.upsample[index](x)))
+
+
+# --- the record ------------------------------------------------------------------------------------------
+
+
+def _recognise(state: Mapping[str, torch.Tensor]) -> bool:
+    return "head.0.weight" in state and any(k.startswith("pre_process.") for k in state)
+
+
+def _detect(state: Tensors) -> tuple[dict[str, Any], Tensors, str]:
+    features = int(state["head.0.weight"].shape[0])
+    count = count_indices(state, r"upsample\.(\d+)\.")
+    scales = [upsampler_scale(state, f"upsample.{index}", features) for index in range(count)]
+    config = {
+        "scales": scales,
+        "blocks": count_indices(state, r"body\.(\d+)\.body\.0\.weight"),
+        "features": features,
+        "res_scale": 1.0,
+    }
+    return config, state, "official"
+
+
+def _fold(model: nn.Module, scale: int) -> FoldedNetwork:
+    model = working_copy(model)
+    index = model.scale_index(scale)
+    return fold_residual_network(model, list(model.pre_process[index]), model.upsample[index], model.tail[0])
+
+
+def _table_column(config: Mapping[str, Any]) -> str | None:
+    """Only the paper-size MDSR (80 blocks) has a Table 3 column."""
+    return "MDSR" if config.get("blocks") == 80 else None
+
+
+ARCHITECTURE = Architecture(
+    name="mdsr",
+    module=MDSR,
+    presets={"mdsr-baseline": {"blocks": 16, "features": 64}, "mdsr": {"blocks": 80, "features": 64}},
+    recognise=_recognise,
+    detect=_detect,
+    scales=lambda config: tuple(int(s) for s in config.get("scales", (2, 3, 4))),
+    fold=_fold,
+    table_column=_table_column,
+    optional_keys=("sub_mean.", "add_mean."),
+    train_scales=(2, 3, 4, 8),
+    multi_scale=True,
+    branch_per_scale=True,
+    upsampler_keys=("upsample.",),
+)

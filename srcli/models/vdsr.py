@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
+
+from srcli.models.blocks import count_indices
+from srcli.models.folding import FoldedNetwork, Step, conv_step, input_transform, working_copy
+from srcli.models.spec import Architecture, Tensors
 
 
 class ConvReLU(nn.Module):
@@ -27,7 +34,6 @@ class VDSR(nn.Module):
 
     arch = "vdsr"
     pixel_max = 1.0
-    upscales_inside = False
 
     def __init__(
         self,
@@ -61,3 +67,59 @@ class VDSR(nn.Module):
         residual = self.output(self.residual_layer(self.relu(self.input(x))))
         wide = torch.promote_types(x.dtype, torch.float32)
         return x.to(wide) + residual.to(wide)
+
+
+# --- the record ------------------------------------------------------------------------------------------
+
+
+def _recognise(state: Mapping[str, torch.Tensor]) -> bool:
+    return "input.weight" in state and "output.weight" in state
+
+
+def _detect(state: Tensors) -> tuple[dict[str, Any], Tensors, str]:
+    first = state["input.weight"]
+    config = {
+        "layers": count_indices(state, r"residual_layer\.(\d+)\.conv\.weight") + 2,
+        "features": int(first.shape[0]),
+        "channels": int(first.shape[1]),
+        "bias": "input.bias" in state,
+    }
+    return config, state, "official"
+
+
+def _fold(model: nn.Module, scale: int) -> FoldedNetwork:
+    """The global skip is not a step: in fp16/bf16 the image plus its few-grey-level residual would be rounded
+    to the half type's step (1/256 near 1 in bf16), so the runner adds the float32 input."""
+    model = working_copy(model)
+    trunk: list[Step] = [conv_step(model.input, relu=True)]
+    trunk += [conv_step(layer.conv, relu=True) for layer in model.residual_layer]
+    trunk.append(conv_step(model.output))
+    return FoldedNetwork(trunk, [], *input_transform(None, model.channels), adds_input=True)
+
+
+def _prepare_training(model: nn.Module) -> None:
+    """Start at the bicubic input: a He-initialised output conv adds a residual of about +-0.3 on 0..1
+    images, and unlearning that noise through clipped SGD steps is where ReLUs die."""
+    nn.init.zeros_(model.output.weight)
+
+
+ARCHITECTURE = Architecture(
+    name="vdsr",
+    module=VDSR,
+    presets={
+        "vdsr": {"layers": 20, "features": 64, "channels": 1},
+        "vdsr-rgb": {"layers": 20, "features": 64, "channels": 3, "bias": True},
+    },
+    recognise=_recognise,
+    detect=_detect,
+    scales=lambda config: tuple(int(s) for s in config.get("scales", (2, 3, 4))),
+    channels=lambda config: int(config.get("channels", 1)),
+    pixel_max=1.0,
+    bicubic_input=True,
+    fold=_fold,
+    table_column=lambda config: "VDSR",
+    ensemble_column=False,
+    train_scales=(2, 3, 4),
+    multi_scale=True,
+    prepare_training=_prepare_training,
+)

@@ -24,8 +24,9 @@ from torch import nn
 
 from srcli import __version__
 from srcli.datasets import Dataset
+from srcli.engine.devices import choose_device
 from srcli.errors import CheckpointError, TrainingError
-from srcli.models import build, normalise_state_dict, parameter_count
+from srcli.models import architecture, build, normalise_state_dict, parameter_count
 from srcli.training import checkpoint as ckpt
 from srcli.training.data import (
     PatchSampler,
@@ -94,17 +95,6 @@ def configure(recipe: str | None, overrides: dict[str, Any], resume: bool) -> tu
     return config, state
 
 
-def _pick_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        name = f"cuda:{local_rank}"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("--device cuda: no CUDA GPU is visible to PyTorch")
-    return device
-
-
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "auto":
         amp = "bf16" if device.type == "cuda" else "none"
@@ -113,10 +103,6 @@ def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "fp16" and device.type != "cuda":
         raise TrainingError("--amp fp16 needs a CUDA device; use bf16 or none on the CPU")
     return torch.bfloat16 if amp == "bf16" else torch.float16
-
-
-def _upsampler_key(key: str) -> bool:
-    return key.startswith(("tail.0.", "upsample."))
 
 
 def initialise_from(model: nn.Module, path: Path) -> tuple[int, int]:
@@ -131,10 +117,11 @@ def initialise_from(model: nn.Module, path: Path) -> tuple[int, int]:
         raise TrainingError(f"--init-from {path}: {error}") from None
     if spec.arch != model.arch:
         raise TrainingError(f"--init-from {path} is a {spec.arch} model; this recipe trains {model.arch}")
+    fresh = spec.architecture.upsampler_keys
     own = model.state_dict()
     loaded, skipped = {}, 0
     for key, value in tensors.items():
-        if _upsampler_key(key) and (key not in own or own[key].shape != value.shape):
+        if key.startswith(fresh) and (key not in own or own[key].shape != value.shape):
             skipped += 1
             continue
         if key not in own or own[key].shape != value.shape:
@@ -216,13 +203,13 @@ class Trainer:
 
     def _build_model(self) -> nn.Module:
         config = self.config
-        if config.preset.startswith("edsr"):
-            return build(config.preset, scale=config.scales[0])
-        model = build(config.preset, scales=tuple(config.scales))
-        if model.arch == "vdsr":
-            # Start at the bicubic input: a He-initialised output conv adds a residual of about +-0.3 on
-            # 0..1 images, and unlearning that noise through clipped SGD steps is where ReLUs die.
-            nn.init.zeros_(model.output.weight)
+        record = architecture(config.preset)
+        if record.multi_scale:
+            model = build(config.preset, scales=tuple(config.scales))
+        else:
+            model = build(config.preset, scale=config.scales[0])
+        if record.prepare_training is not None:
+            record.prepare_training(model)
         return model
 
     def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
@@ -249,7 +236,7 @@ class Trainer:
 
     def _load_data(self, on_event: EventCallback):
         config = self.config
-        mode = "ilr" if config.recipe == "vdsr" else "lr"
+        mode = "ilr" if architecture(config.preset).bicubic_input else "lr"
         cache = Path(config.cache_dir) if config.cache_dir else self.run_dir / "cache"
         if not self.is_main:
             self.dist.barrier()  # rank 0 decodes and fills the cache first
@@ -271,7 +258,7 @@ class Trainer:
             if any(f.resolve() in held_out for f in files):
                 raise TrainingError(f"the training data holds images of the validation set {config.val_set}; "
                                     "never train on it")
-        device = _pick_device(config.device, self.dist.local_rank)
+        device = choose_device(config.device, local_rank=self.dist.local_rank)
         amp_dtype = _amp_dtype(config.amp, device)
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -294,7 +281,7 @@ class Trainer:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         data = self._load_data(self._emit)
-        if config.recipe == "vdsr":
+        if config.epoch_steps or config.steps_epochs or config.lr_step_epochs:  # a recipe counted in epochs
             config.epoch_steps = config.epoch_steps or epoch_steps(data, config.patch, config.batch)
             if config.steps_epochs:
                 config.steps = max(1, round(config.steps_epochs * config.epoch_steps))
@@ -344,7 +331,7 @@ class Trainer:
 
             forward_model = DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=model.arch == "mdsr",
+                find_unused_parameters=architecture(config.preset).branch_per_scale,
             )
         if config.compile:
             forward_model = torch.compile(forward_model)

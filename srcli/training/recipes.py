@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from srcli.errors import TrainingError
+from srcli.models import architecture
 
 RECIPES = ("edsr-baseline", "edsr", "mdsr-baseline", "mdsr", "vdsr")
 
@@ -100,9 +101,6 @@ _RECIPE_SETTINGS: dict[str, dict[str, Any]] = {
     },
 }
 
-_SUPPORTED_SCALES = {"edsr": (2, 3, 4, 8), "mdsr": (2, 3, 4, 8), "vdsr": (2, 3, 4)}
-
-
 def make_config(recipe: str, **overrides: Any) -> TrainConfig:
     """A recipe's settings with the given overrides (None means 'the recipe's value'), checked for sense."""
     if recipe not in _RECIPE_SETTINGS:
@@ -119,16 +117,16 @@ def make_config(recipe: str, **overrides: Any) -> TrainConfig:
 
 def check_config(config: TrainConfig) -> None:
     """Refuse combinations that make no sense, with one line that says what to do instead."""
-    family = "vdsr" if config.recipe == "vdsr" else config.recipe.split("-")[0]
+    record = architecture(config.preset)
     if not config.scales:
         raise TrainingError("give at least one --scale")
-    bad = [s for s in config.scales if s not in _SUPPORTED_SCALES[family]]
+    bad = [s for s in config.scales if s not in record.train_scales]
     if bad:
-        allowed = "/".join(f"x{s}" for s in _SUPPORTED_SCALES[family])
+        allowed = "/".join(f"x{s}" for s in record.train_scales)
         raise TrainingError(f"recipe {config.recipe} cannot train x{bad[0]}; it supports {allowed}")
     if len(set(config.scales)) != len(config.scales):
         raise TrainingError(f"--scale lists a scale twice: {config.scales}")
-    if family == "edsr" and len(config.scales) > 1:
+    if not record.multi_scale and len(config.scales) > 1:
         raise TrainingError(
             f"recipe {config.recipe} is single-scale; train one scale at a time or use mdsr-baseline for several"
         )

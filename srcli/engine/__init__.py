@@ -1,0 +1,27 @@
+"""The inference engine: a network and its spec in, images out, tiled exactly within a memory budget.
+
+- devices: which device and precision, and the memory free there (also used by training and the CLI);
+- tiling: where windows fall, and the self-ensemble's transforms;
+- folded: the fast path for architectures that declare a fold; module: any other nn.Module as it is;
+- upscaler: the Upscaler that ties them together.
+"""
+
+from srcli.engine.devices import available_memory, choose_device, choose_dtype, precision_name, refuse_cpu_half
+from srcli.engine.tiling import window_size
+from srcli.engine.upscaler import (
+    CPU_BUDGET_CAP,
+    MIN_TILE,
+    YCBCR_MATRIX,
+    YCBCR_OFFSET,
+    Plan,
+    ProgressCallback,
+    Upscaled,
+    UpscaleOptions,
+    Upscaler,
+)
+
+__all__ = [
+    "CPU_BUDGET_CAP", "MIN_TILE", "YCBCR_MATRIX", "YCBCR_OFFSET", "Plan", "ProgressCallback", "UpscaleOptions",
+    "Upscaled", "Upscaler",
+    "available_memory", "choose_device", "choose_dtype", "precision_name", "refuse_cpu_half", "window_size",
+]

@@ -1,0 +1,85 @@
+"""Which device and precision to run on, and how much memory is free there: one chooser for upscale, eval and
+training."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from srcli.errors import DeviceError
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISION_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
+
+
+def choose_device(name: str = "auto", local_rank: int | None = None) -> torch.device:
+    """auto: cuda, then mps, then cpu. An explicit device that is absent is the user's error.
+
+    Under torchrun (`local_rank` given) a bare CUDA device means this process's own GPU.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            device = torch.device("cuda")
+        elif torch.backends.mps.is_available():
+            device = torch.device("mps")
+        else:
+            device = torch.device("cpu")
+    else:
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise DeviceError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"device {name!r} asked for, but this torch sees no CUDA GPU; use --device cpu")
+    if device.type == "cuda" and device.index is None and local_rank is not None:
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise DeviceError(f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) exist")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError("device 'mps' asked for, but Metal is not available here; use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"device {name!r} is not supported: use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def choose_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """auto: fp16 on CUDA (tensor cores; 3 more mantissa bits than bf16, and any overflow falls back to
+    fp32 per batch), fp32 elsewhere (half precision on CPU is slower and is what breaks other tools)."""
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if precision not in _DTYPES:
+        raise DeviceError(f"unknown precision {precision!r}: use auto, fp32, fp16 or bf16")
+    return _DTYPES[precision]
+
+
+def refuse_cpu_half(device: torch.device, precision: str) -> None:
+    """What a user asks for on the command line: half precision on a CPU only costs time."""
+    if device.type == "cpu" and precision in ("fp16", "bf16"):
+        raise DeviceError(
+            f"--precision {precision} needs a GPU: on the CPU half precision is many times slower than fp32; "
+            "use --precision auto (fp32 on the CPU)"
+        )
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    return PRECISION_NAMES.get(dtype, str(dtype).removeprefix("torch."))
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes free for activations now: CUDA's free memory, or the machine's available RAM."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "mps":
+        return int(torch.mps.recommended_max_memory() - torch.mps.current_allocated_memory())
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30

@@ -1,0 +1,164 @@
+"""Running a folded network (srcli.models.folding) fast: channels_last, fused oneDNN convs on CPU, and the
+high-resolution tail in row strips so it never needs more memory than the trunk."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from srcli.models.folding import Conv, FoldedNetwork, Save, Step, walk
+
+SAFETY = 1.3  # allocator slack and oneDNN workspace over the counted activations
+
+
+def _fusion_works(step: Conv) -> bool:
+    """oneDNN conv+ReLU / conv+add fusion is CPU-only, and some builds or CPUs lack some variants
+    (bf16 without AVX-512, odd channel counts in older releases): try this conv on a tiny input."""
+    if step.weight.device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    generator = torch.Generator().manual_seed(0)
+    shape = (1, step.weight.shape[1], 6, 6)
+    x = torch.randn(shape, generator=generator).to(step.weight.dtype).contiguous(memory_format=torch.channels_last)
+    residual = None
+    if step.residual:
+        residual = torch.randn(1, step.weight.shape[0], 6, 6, generator=generator).to(step.weight.dtype)
+        residual = residual.contiguous(memory_format=torch.channels_last)
+    try:
+        with torch.inference_mode():
+            fused = _fused_conv(x, step.weight, step.bias, step.radius, step.relu, residual)
+            plain = F.conv2d(x, step.weight, step.bias, padding=step.radius)
+            plain = plain.relu() if step.relu else plain
+            plain = plain + residual if residual is not None else plain
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+    return fused.shape == plain.shape and bool(torch.allclose(fused.float(), plain.float(), rtol=1e-3, atol=1e-3))
+
+
+def _fused_conv(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, pad: int, relu: bool, residual: torch.Tensor | None
+) -> torch.Tensor:
+    ops, geometry = torch.ops.mkldnn, ([pad, pad], [1, 1], [1, 1], 1)
+    if residual is not None:
+        return ops._convolution_pointwise.binary(x, residual, w, b, *geometry, "add", None, None, [], None)
+    return ops._convolution_pointwise(x, w, b, *geometry, "relu" if relu else "none", [], "")
+
+
+def _conv(step: Conv, x: torch.Tensor, saved: dict[str, torch.Tensor]) -> torch.Tensor:
+    residual = saved.pop(step.residual) if step.residual else None
+    if step.fused:
+        return _fused_conv(x, step.weight, step.bias, step.radius, step.relu, residual)
+    y = F.conv2d(x, step.weight, step.bias, padding=step.radius)
+    if step.relu:
+        y.relu_()
+    if residual is not None:
+        y.add_(residual)
+    return y
+
+
+def _pixel_shuffle(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """PixelShuffle for channels ordered (i, j, c): in channels_last memory each move is one run of c values."""
+    n, channels, height, width = x.shape
+    c = channels // factor**2
+    nhwc = x.permute(0, 2, 3, 1).reshape(n, height, width, factor, factor, c)
+    out = nhwc.permute(0, 1, 3, 2, 4, 5).reshape(n, height * factor, width * factor, c)
+    return out.permute(0, 3, 1, 2)
+
+
+def _run_steps(steps: list[Step], x: torch.Tensor) -> torch.Tensor:
+    saved: dict[str, torch.Tensor] = {}
+    for step in steps:
+        if isinstance(step, Save):
+            saved[step.key] = x
+        elif isinstance(step, Conv):
+            x = _conv(step, x, saved)
+        else:
+            x = _pixel_shuffle(x, step.factor)
+    return x
+
+
+def _moved(net: FoldedNetwork, device: torch.device, dtype: torch.dtype) -> FoldedNetwork:
+    def move(step: Step) -> Step:
+        if not isinstance(step, Conv):
+            return step
+        weight = step.weight.to(device, dtype).contiguous(memory_format=torch.channels_last)
+        bias = None if step.bias is None else step.bias.to(device, dtype)
+        moved = Conv(weight, bias, step.relu, step.residual)
+        moved.fused = _fusion_works(moved)
+        return moved
+
+    return FoldedNetwork(
+        [move(s) for s in net.trunk], [move(s) for s in net.tail],
+        net.input_scale.to(device), net.input_shift.to(device),
+        None if net.input_matrix is None else net.input_matrix.to(device), net.adds_input,
+    )
+
+
+class FoldedRunner:
+    """A folded network on one device, at any precision (converted once per precision, on first use)."""
+
+    def __init__(self, net: FoldedNetwork, channels: int, device: torch.device):
+        self.device = device
+        self._master = net
+        self._nets: dict[torch.dtype, FoldedNetwork] = {}
+        trunk_radius, trunk_peak, features, factor = walk(net.trunk, 1.0, channels)
+        tail_radius, tail_peak, _, self.output_factor = walk(net.tail, factor, features)
+        self.receptive_radius = trunk_radius + tail_radius  # in network-input pixels
+        self._tail_halo = math.ceil(tail_radius) if net.tail else 0
+        self._trunk_elements = trunk_peak + channels
+        self._tail_elements = tail_peak
+        self._trunk_features = features if net.tail else 0  # held while the tail runs in strips
+
+    def _network(self, dtype: torch.dtype) -> FoldedNetwork:
+        if dtype not in self._nets:
+            self._nets[dtype] = _moved(self._master, self.device, dtype)
+        return self._nets[dtype]
+
+    def bytes_per_pixel(self, dtype: torch.dtype) -> float:
+        """Peak activation bytes per network-input pixel of a window (tail strips need no more than the trunk)."""
+        return torch.finfo(dtype).bits // 8 * (self._trunk_elements + self._trunk_features)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Model-space input (0..pixel_max) -> the folded network's input: the exact mean subtraction."""
+        net = self._network(torch.float32)
+        if net.input_matrix is not None:
+            x = torch.einsum("oc,nchw->nohw", net.input_matrix, x)
+        return x * net.input_scale.view(1, -1, 1, 1) + net.input_shift.view(1, -1, 1, 1)
+
+    def _strip_rows(self, height: int, pixels: int, dtype: torch.dtype, budget: int) -> int:
+        """Rows per tail strip: all of them when the high-resolution tail fits the budget whole (GPUs),
+        else strips sized so the tail needs no more memory than the trunk."""
+        if not self._tail_elements:
+            return height
+        element = torch.finfo(dtype).bits // 8
+        if SAFETY * element * (self._trunk_features + self._tail_elements) * pixels <= budget:
+            return height
+        return max(8, int(height * self._trunk_elements / self._tail_elements))
+
+    def forward(self, x: torch.Tensor, dtype: torch.dtype, budget: int) -> torch.Tensor:
+        """Normalised input -> float32 output (the global input added in float32 where the network has one)."""
+        x = x.contiguous(memory_format=torch.channels_last)
+        net = self._network(dtype)
+        strip = self._strip_rows(x.shape[2], x.shape[0] * x.shape[2] * x.shape[3], dtype, budget)
+        out = self._run(net, x.to(dtype), strip).float()
+        if net.adds_input:
+            out += x.float()
+        return out
+
+    def _run(self, net: FoldedNetwork, x: torch.Tensor, strip_rows: int) -> torch.Tensor:
+        """Trunk on the whole window, then the tail over row strips that overlap by its receptive radius."""
+        features = _run_steps(net.trunk, x)
+        if not net.tail:
+            return features
+        height, halo = features.shape[2], self._tail_halo
+        if strip_rows >= height:
+            return _run_steps(net.tail, features)
+        pieces = []
+        for top in range(0, height, strip_rows):
+            bottom = min(top + strip_rows, height)
+            start, stop = max(top - halo, 0), min(bottom + halo, height)
+            out = _run_steps(net.tail, features[:, :, start:stop])
+            factor = out.shape[2] // (stop - start)
+            pieces.append(out[:, :, (top - start) * factor : (bottom - start) * factor])
+        return torch.cat(pieces, dim=2)

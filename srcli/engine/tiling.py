@@ -1,0 +1,65 @@
+"""Where the windows of a tiled run fall, and the eight geometric transforms of the self-ensemble.
+
+Windows overlap by a pad (the network's receptive field for exact output) and all have one shape: edge
+windows are shifted inward rather than shrunk, so windows batch into single forwards.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+def _core_length(length: int, tile: int) -> int:
+    """Cores evened out over the axis (no sliver at the end); the whole axis when the tile covers it."""
+    if tile <= 0 or tile >= length:
+        return length
+    return math.ceil(length / math.ceil(length / tile))
+
+
+def window_size(length: int, tile: int, pad: int) -> int:
+    """Every window along an axis has this one length: core + 2 pad, at most the axis."""
+    return min(_core_length(length, tile) + 2 * pad, length)
+
+
+def _spans(length: int, tile: int, pad: int) -> list[tuple[int, int, int]]:
+    """(core start, core stop, window start) along one axis; edge windows shift inward rather than shrink."""
+    core, window = _core_length(length, tile), window_size(length, tile, pad)
+    return [
+        (start, min(start + core, length), min(max(start - pad, 0), length - window))
+        for start in range(0, length, core)
+    ]
+
+
+@dataclass(frozen=True)
+class Window:
+    top: int  # core, in LR pixels
+    bottom: int
+    left: int
+    right: int
+    y0: int  # window origin
+    x0: int
+
+
+def windows(height: int, width: int, tile: int, pad: int) -> list[Window]:
+    return [
+        Window(top, bottom, left, right, y0, x0)
+        for top, bottom, y0 in _spans(height, tile, pad)
+        for left, right, x0 in _spans(width, tile, pad)
+    ]
+
+
+# --- self-ensemble: the dihedral group of the square --------------------------------------------------------
+
+TRANSFORMS: tuple[tuple[int, bool], ...] = tuple((k, flip) for flip in (False, True) for k in range(4))
+
+
+def dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    return torch.rot90(x.flip(-1) if flip else x, k, dims=(-2, -1))
+
+
+def undo_dihedral(y: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    y = torch.rot90(y, -k, dims=(-2, -1))
+    return y.flip(-1) if flip else y
