@@ -24,6 +24,10 @@ class CheckpointError(SrcliError):
     """A weights file is corrupt, of an unknown architecture, or fails its checksum."""
 
 
+class UnknownArchitectureError(CheckpointError):
+    """A weights file whose tensors match no known architecture."""
+
+
 class UnknownModelError(SrcliError):
     """A model name is not in the catalogue."""
 

@@ -24,8 +24,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from srcli import download
-from srcli.errors import CheckpointError, DownloadError, ScaleError, SrcliError, UnknownModelError
+from srcli import download, zoo
+from srcli.errors import (
+    CheckpointError,
+    DownloadError,
+    ScaleError,
+    SrcliError,
+    UnknownArchitectureError,
+    UnknownModelError,
+)
 from srcli.models import (
     ARCHITECTURES,
     PRESETS,
@@ -39,6 +46,7 @@ from srcli.models import (
 )
 
 OFFICIAL_BASE = "https://cv.snu.ac.kr/research/EDSR/models/"
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 
@@ -264,6 +272,8 @@ def read_state_dict(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: no such checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    if path.suffix.lower() == ".safetensors":
+        return _read_safetensors(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -273,12 +283,37 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     return state
 
 
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    """A .safetensors file (tensors only, by design: nothing in it can run code)."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise CheckpointError(f"{path}: .safetensors files need the safetensors package: {zoo.INSTALL_HINT}") from None
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as error:  # SafetensorError and friends: a damaged or foreign file
+        raise CheckpointError(f"{path}: not a readable safetensors file ({str(error).splitlines()[0]})") from None
+
+
 def load_checkpoint(path: Path) -> tuple[nn.Module, ModelSpec]:
-    """Load any supported checkpoint safely and strictly: every network tensor must be present and fit."""
+    """Load any supported checkpoint safely and strictly: every network tensor must be present and fit.
+
+    srcli's own architectures are tried first; a file none of them recognises goes to spandrel's detector
+    (the `srcli[zoo]` extra), and without spandrel the error says which extra to install.
+    """
     state = read_state_dict(path)
     try:
         spec = detect(state)
         model = load_state_dict(state)
+    except UnknownArchitectureError as unknown:
+        try:
+            model, spec = zoo.load(state)
+        except zoo.ZooMissing:
+            raise CheckpointError(f"{path}: {unknown}; foreign architectures (ESRGAN, SwinIR, ...) need "
+                                  f"{zoo.INSTALL_HINT}") from None
+        except CheckpointError as error:
+            raise CheckpointError(f"{path}: {error}") from None
+        return model, spec
     except CheckpointError as error:
         raise CheckpointError(f"{path}: {error}") from None
     except RuntimeError as error:  # shape mismatches from load_state_dict
@@ -422,7 +457,7 @@ def select(
 
 
 def _looks_like_path(text: str) -> bool:
-    return os.sep in text or "/" in text or Path(text).suffix.lower() in (".pt", ".pth", ".ckpt", ".bin")
+    return os.sep in text or "/" in text or Path(text).suffix.lower() in CHECKPOINT_SUFFIXES
 
 
 def _unknown_message(name: str) -> str:

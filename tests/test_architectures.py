@@ -89,14 +89,14 @@ def test_unfolded_path_agrees_with_the_fold_and_tiles_exactly(preset: str, confi
 def test_impulse_probe_finds_the_receptive_field_the_fold_counts() -> None:
     """VDSR: 6 convs of 3x3 reach exactly 6 px. EDSR x2: the probe never exceeds the fold's count."""
     vdsr = _seeded("vdsr", layers=6)
-    assert probe(vdsr, 1, 1.0, 1, 2).radius == 6.0
+    assert probe(vdsr, spec_of(vdsr), 2, 1).radius == 6.0
     edsr = _seeded("edsr-baseline", scale=2, blocks=2)
     fold = ARCHITECTURES["edsr"].fold
     assert fold is not None
     net = fold(edsr, 2)
     trunk_radius, _, features, factor = walk(net.trunk, 1.0, 3)
     counted = trunk_radius + walk(net.tail, factor, features)[0]
-    found = probe(edsr, 3, 255.0, 2, None).radius
+    found = probe(edsr, spec_of(edsr), 2, 2).radius
     assert found is not None and counted - 1 <= found <= np.ceil(counted)
 
 

@@ -106,7 +106,7 @@ def test_batch_option_and_the_engine_plan_reach_json_and_verbose(cli, image, tmp
     # 16x12 in 8-px tiles: 2 x 2 windows; --batch 3 caps each forward at 3 of them.
     assert report["images"][0]["plan"] == {
         "device": "cpu", "precision": "fp32", "tile": 8, "tile_pad": 2, "tiles": 4, "batch": 3,
-        "backoffs": 0, "fp32_fallbacks": 0,
+        "backoffs": 0, "fp32_fallbacks": 0, "tiling": "exact",
     }
     assert "engine: cpu fp32, 4 tiles of 8 px + 2 pad, batch 3" in err
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from srcli.errors import SrcliError
 
@@ -25,7 +26,7 @@ STATE = _State()
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one error line and return the Exit to raise."""
-    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # messages quote paths: never markup
     return typer.Exit(code)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -124,6 +125,10 @@ def register(app: typer.Typer) -> None:
     @app.command("models")
     def models_command(
         as_json: bool = typer.Option(False, "--json", help="Print the catalogue as JSON on stdout."),
+        inspect: Path | None = typer.Option(
+            None, "--inspect", metavar="FILE",
+            help="Describe a weights file instead: architecture, scale, parameters, tiling, precisions.",
+        ),
     ) -> None:
         """List the pretrained models: official EDSR-PyTorch files and srcli's own embedded ones.
 
@@ -137,7 +142,16 @@ def register(app: typer.Typer) -> None:
           srcli models
 
           srcli models --json | jq -r '.[] | select(.status != "remote") | .name'
+
+          srcli models --inspect RealESRGAN_x4plus.pth     (any file --weights takes)
         """
+        if inspect is not None:
+            record = inspect_file(inspect)
+            if as_json:
+                typer.echo(json.dumps(record, indent=2))
+            else:
+                console.print(_inspect_table(record))
+            return
         entries = list(weights.catalogue().values())
         if as_json:
             typer.echo(json.dumps([_as_record(entry) for entry in entries], indent=2))
@@ -211,6 +225,50 @@ def register(app: typer.Typer) -> None:
             first = failures[0]
             prefix = f"{len(failures)} of {len(items)} failed; first: " if len(failures) > 1 else ""
             raise type(first)(prefix + str(first))
+
+
+def inspect_file(path: Path) -> dict[str, Any]:
+    """What srcli makes of a weights file: the record that read it and what the engine measured at load."""
+    from srcli.engine import UpscaleOptions, Upscaler
+
+    model, spec = weights.load_checkpoint(path)
+    record = spec.architecture
+    upscaler = Upscaler(model, spec.scales[0], UpscaleOptions(device="cpu"), spec=spec)
+    size = record.size
+    return {
+        "file": str(path), "architecture": spec.arch, "read_by": record.source, "layout": spec.layout,
+        "scales": list(spec.scales), "any_scale": spec.any_scale, "channels": spec.channels,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "config": {k: v for k, v in spec.config.items() if isinstance(v, (int, float, str, bool, list))},
+        "tiling": "exact" if upscaler.exact else "approximate", "tile_pad": upscaler.receptive_field,
+        "fast_path": "folded" if record.fold is not None else "module",
+        "fp16": record.half_precision, "bf16": record.bf16_precision,
+        "size": {"minimum": size.minimum, "multiple_of": size.multiple_of, "square": size.square},
+    }
+
+
+def _inspect_table(record: dict[str, Any]) -> Table:
+    table = Table(title=escape(record["file"]), title_justify="left", box=box.SIMPLE_HEAD, show_header=False,
+                  show_edge=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    scales = "any (bicubic-upscaled input)" if record["any_scale"] else "/".join(f"x{s}" for s in record["scales"])
+    size = record["size"]
+    rows = {
+        "architecture": f"{record['architecture']} (read by {record['read_by']})",
+        "scale": scales,
+        "parameters": f"{record['parameters'] / 1e6:.3f}M",
+        "tiling": f"{record['tiling']}, overlap {record['tile_pad']} px"
+                  + (" (tiles cross-faded: the network is not translation-equivariant)"
+                     if record["tiling"] == "approximate" else " (tiled output equals whole-image output)"),
+        "runs as": record["fast_path"],
+        "half precision": ", ".join(name for name in ("fp16", "bf16") if record[name]) or "no (fp32 only)",
+        "input size": f"min {size['minimum']}, multiple of {size['multiple_of']}" + (", square" if size["square"]
+                                                                                    else ""),
+    }
+    for field, value in rows.items():
+        table.add_row(field, escape(value))
+    return table
 
 
 def _size_on_disk(path: Path) -> int:

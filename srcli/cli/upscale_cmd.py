@@ -205,7 +205,7 @@ def _upscale(
     label = scale_label(options.outscale or scale)
     jobs = plan_jobs(found, output, label, output_format, existing)
     shard.wait_for_all()
-    upscaler = Upscaler(resolved.model, scale, options)
+    upscaler = Upscaler(resolved.model, scale, options, spec=resolved.spec)
     pipeline = ImagePipeline(upscaler)
     device = f"{upscaler.device} {precision_name(upscaler.dtype)}"
     mine = shard.take(jobs)
@@ -281,6 +281,8 @@ def _plan_note(plan: dict) -> str:
 
 def _plan_text(plan: dict) -> str:
     tiles = f"{plan['tiles']} tiles of {plan['tile']} px + {plan['tile_pad']} pad"
+    if plan.get("tiling") == "approximate":
+        tiles += ", approximate tiling (cross-faded: this network's tiles cannot be exact)"
     tile = "whole image" if plan["tiles"] == 1 else tiles
     text = f"{plan['device']} {plan['precision']}, {tile}, batch {plan['batch']}"
     note = _plan_note(plan)

@@ -9,7 +9,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+
+from srcli.models.spec import SizeRequirements
+
+NO_REQUIREMENTS = SizeRequirements()
 
 
 def _core_length(length: int, tile: int) -> int:
@@ -19,14 +24,16 @@ def _core_length(length: int, tile: int) -> int:
     return math.ceil(length / math.ceil(length / tile))
 
 
-def window_size(length: int, tile: int, pad: int) -> int:
-    """Every window along an axis has this one length: core + 2 pad, at most the axis."""
-    return min(_core_length(length, tile) + 2 * pad, length)
+def window_size(length: int, tile: int, pad: int, size: SizeRequirements = NO_REQUIREMENTS) -> int:
+    """Every window along an axis has this one length: core + 2 pad, grown to what the network accepts, at most
+    the axis (which the caller has already padded to an accepted length)."""
+    window = min(_core_length(length, tile) + 2 * pad, length)
+    return min(size.padded(window, window)[0], length)
 
 
-def _spans(length: int, tile: int, pad: int) -> list[tuple[int, int, int]]:
+def _spans(length: int, tile: int, pad: int, size: SizeRequirements) -> list[tuple[int, int, int]]:
     """(core start, core stop, window start) along one axis; edge windows shift inward rather than shrink."""
-    core, window = _core_length(length, tile), window_size(length, tile, pad)
+    core, window = _core_length(length, tile), window_size(length, tile, pad, size)
     return [
         (start, min(start + core, length), min(max(start - pad, 0), length - window))
         for start in range(0, length, core)
@@ -43,12 +50,20 @@ class Window:
     x0: int
 
 
-def windows(height: int, width: int, tile: int, pad: int) -> list[Window]:
+def windows(height: int, width: int, tile: int, pad: int, size: SizeRequirements = NO_REQUIREMENTS) -> list[Window]:
     return [
         Window(top, bottom, left, right, y0, x0)
-        for top, bottom, y0 in _spans(height, tile, pad)
-        for left, right, x0 in _spans(width, tile, pad)
+        for top, bottom, y0 in _spans(height, tile, pad, size)
+        for left, right, x0 in _spans(width, tile, pad, size)
     ]
+
+
+def feather(start: int, stop: int, core_start: int, core_stop: int, pad: int) -> np.ndarray:
+    """Blend weights along one axis of a window [start, stop): 1 over its core, falling linearly to the window
+    edge so that neighbouring tiles cross-fade where they overlap (approximate tiling)."""
+    positions = np.arange(start, stop)
+    distance = np.maximum(core_start - positions, 0) + np.maximum(positions - (core_stop - 1), 0)
+    return np.clip(1.0 - distance / (pad + 1.0), 1.0 / (pad + 1.0), 1.0).astype(np.float32)
 
 
 # --- self-ensemble: the dihedral group of the square --------------------------------------------------------

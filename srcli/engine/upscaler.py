@@ -22,7 +22,7 @@ from torch import nn
 from srcli.engine.devices import available_memory, choose_device, choose_dtype, precision_name
 from srcli.engine.folded import SAFETY, FoldedRunner
 from srcli.engine.module import ModuleRunner
-from srcli.engine.tiling import TRANSFORMS, Window, dihedral, undo_dihedral, window_size, windows
+from srcli.engine.tiling import TRANSFORMS, Window, dihedral, feather, undo_dihedral, window_size, windows
 from srcli.errors import DeviceError, ScaleError
 from srcli.models import ModelSpec, spec_of
 from srcli.resize import imresize
@@ -30,6 +30,7 @@ from srcli.resize import imresize
 ProgressCallback = Callable[[int, int], None]  # (done, total) windows; total restarts after a memory back-off
 
 MIN_TILE = 16  # smallest tile core (LR px) the back-off goes down to before giving up
+APPROXIMATE_PAD = 24  # overlap (LR px) of blended tiles, for networks whose tiles cannot be exact
 CPU_BUDGET_CAP = 1536 * 2**20  # bigger CPU tiles gain nothing measurable and cost peak memory
 
 # BT.601 as MATLAB's rgb2ycbcr on 0..1 RGB: [Y, Cb, Cr] (0..255) = OFFSET + MATRIX @ rgb
@@ -66,6 +67,7 @@ class Plan:
     device: str = "cpu"
     precision: str = "fp32"
     transforms: int = 1  # 8 with the self-ensemble
+    exact: bool = True  # False: the network is not translation-equivariant; tiles are cross-faded, not exact
 
     @property
     def forward_batch(self) -> int:
@@ -78,7 +80,8 @@ class Plan:
         data["tile_pad"] = data.pop("pad")
         data["fp32_fallbacks"] = data.pop("fallbacks")
         data["batch"] = self.forward_batch
-        del data["transforms"]
+        data["tiling"] = "exact" if self.exact or self.tiles == 1 else "approximate"
+        del data["transforms"], data["exact"]
         return data
 
 
@@ -119,7 +122,8 @@ class Upscaler:
         if self.options.outscale is not None and not self.options.outscale > 0:
             raise ScaleError(f"outscale must be positive, not {self.options.outscale}")
         self.device = choose_device(self.options.device)
-        self.dtype = choose_dtype(self.options.precision, self.device)
+        self.dtype = self._supported_dtype(choose_dtype(self.options.precision, self.device))
+        self.size = self.spec.architecture.size
         self.pixel_max = float(self.spec.pixel_max)
         self.channels = int(self.spec.channels)
         self.upscales_inside = not self.spec.bicubic_input
@@ -131,12 +135,25 @@ class Upscaler:
             self.runner = ModuleRunner(model, self.spec, self.scale, self.device)
         self.input_factor = 1 if self.upscales_inside else self.scale  # network input px per LR px, per side
         self._out_elements = 3 * (self.scale // self.input_factor) ** 2
+        self.exact = getattr(self.runner, "exact", True)
         radius = self.runner.receptive_radius  # in network-input pixels
-        if self.upscales_inside:
+        if not self.exact:
+            self.receptive_field = APPROXIMATE_PAD
+        elif self.upscales_inside:
             self.receptive_field = math.ceil(radius)
         else:  # the bicubic window edge (mirrored, +-2 LR px of kernel) plus the network's reach, in LR px
             self.receptive_field = math.ceil(radius / self.scale) + 3
         self._budget: int | None = None  # the run's memory budget, read once per image
+
+    def _supported_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """Half precision only where the architecture supports it: auto steps down, an explicit ask is refused."""
+        record = self.spec.architecture
+        supported = {torch.float16: record.half_precision, torch.bfloat16: record.bf16_precision}
+        if supported.get(dtype, True):
+            return dtype
+        if self.options.precision != "auto":
+            raise DeviceError(f"{record.name} does not support {precision_name(dtype)}; use --precision fp32")
+        return torch.bfloat16 if record.bf16_precision and self.device.type == "cuda" else torch.float32
 
     # -- the network ----------------------------------------------------------------------------------
 
@@ -226,7 +243,8 @@ class Upscaler:
 
     def _new_plan(self, tile: int, pad: int, batch: int, backoffs: int = 0, fallbacks: int = 0) -> Plan:
         return Plan(max(0, int(tile)), pad, int(batch), backoffs, fallbacks, device=str(self.device),
-                    precision=precision_name(self.dtype), transforms=8 if self.options.ensemble else 1)
+                    precision=precision_name(self.dtype), transforms=8 if self.options.ensemble else 1,
+                    exact=self.exact)
 
     def plan(self, height: int, width: int) -> Plan:
         pad = self.receptive_field if self.options.tile_pad is None else max(0, int(self.options.tile_pad))
@@ -234,7 +252,8 @@ class Upscaler:
         tile = self.options.tile
         if tile is None:
             tile = self.choose_tile(height, width, pad, budget)
-        window = window_size(height, tile, pad) * window_size(width, tile, pad) * self.input_factor**2
+        window = window_size(height, tile, pad, self.size) * window_size(width, tile, pad, self.size)
+        window *= self.input_factor**2
         # Batching windows (and the 8 ensemble transforms) pays on GPUs; on CPU one window per forward keeps the
         # activations in cache and was faster (384x384 x2 at tile 96: 8.2 s vs 9.9 s; ensemble 7.3x vs 8.7x plain).
         if self.options.batch:
@@ -257,8 +276,8 @@ class Upscaler:
     # -- pixels in, pixels out ------------------------------------------------------------------------
 
     def _batches(self, image: np.ndarray, plan: Plan, cuts: list[Window]) -> Iterator[_Batch]:
-        window_h = window_size(image.shape[0], plan.tile, plan.pad)
-        window_w = window_size(image.shape[1], plan.tile, plan.pad)
+        window_h = window_size(image.shape[0], plan.tile, plan.pad, self.size)
+        window_w = window_size(image.shape[1], plan.tile, plan.pad, self.size)
         peak = float(np.iinfo(image.dtype).max)
         per_forward = plan.batch if not self.options.ensemble else max(1, plan.batch // 8)
         for first in range(0, len(cuts), per_forward):
@@ -308,8 +327,18 @@ class Upscaler:
         target[...] = np.clip(np.round(rgb * (peak / 255.0)), 0, peak)
 
     def _run(self, image: np.ndarray, out: np.ndarray, progress: ProgressCallback | None) -> Plan:
-        """Fill `out` (integer RGB, or float64 HxW luma) window by window, backing off on out-of-memory."""
+        """Fill `out` (integer RGB, or float64 HxW luma) window by window, backing off on out-of-memory.
+
+        An image smaller than the network accepts, or not a multiple of its step, is extended at the bottom and
+        right first (reflected, then replicated, as spandrel does) and the output cropped back."""
         height, width = image.shape[:2]
+        padded_height, padded_width = self.size.padded(height, width)
+        if (padded_height, padded_width) != (height, width):
+            image = _extend(image, padded_height - height, padded_width - width)
+            whole = np.empty((padded_height * self.scale, padded_width * self.scale, *out.shape[2:]), out.dtype)
+            plan = self._run(image, whole, progress)
+            out[...] = whole[: out.shape[0], : out.shape[1]]
+            return plan
         self._budget = self.memory_budget()
         plan = self.plan(height, width)
         while True:
@@ -328,17 +357,27 @@ class Upscaler:
                 plan = smaller
 
     def _run_plan(self, image: np.ndarray, out: np.ndarray, plan: Plan, progress: ProgressCallback | None) -> None:
-        cuts = windows(image.shape[0], image.shape[1], plan.tile, plan.pad)
+        cuts = windows(image.shape[0], image.shape[1], plan.tile, plan.pad, self.size)
         plan.tiles = len(cuts)
+        blend = None
+        if not self.exact and len(cuts) > 1:
+            if out.dtype == np.float64 or self.luma_model:
+                raise ValueError("approximate (blended) tiling writes RGB images only; score with tile=0")
+            blend = _Blend(out.shape, self.scale, plan.pad)
         done = 0
         with torch.inference_mode():
             for batch in self._batches(image, plan, cuts):
                 output = self._forward_batched(batch.inputs, plan)
                 for index in range(len(batch.windows)):
-                    self._write(batch, index, output, out)
+                    if blend is None:
+                        self._write(batch, index, output, out)
+                    else:
+                        blend.add(batch.windows[index], output[index])
                 done += len(batch.windows)
                 if progress:
                     progress(done, plan.tiles)
+        if blend is not None:
+            blend.finish(out, self.pixel_max)
 
     def _check_image(self, image: np.ndarray) -> None:
         if not isinstance(image, np.ndarray) or image.dtype not in (np.uint8, np.uint16):
@@ -371,3 +410,34 @@ class Upscaler:
         out = np.empty((height * self.scale, width * self.scale), dtype=np.float64)
         self._run(image, out, progress)
         return out
+
+
+def _extend(image: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """Extend at the bottom and right: reflected as far as the image allows, then replicated."""
+    reflect_rows, reflect_columns = min(rows, image.shape[0] - 1), min(columns, image.shape[1] - 1)
+    image = np.pad(image, ((0, reflect_rows), (0, reflect_columns), (0, 0)), mode="reflect")
+    return np.pad(image, ((0, rows - reflect_rows), (0, columns - reflect_columns), (0, 0)), mode="edge")
+
+
+class _Blend:
+    """Cross-fades overlapping window outputs (float sums and weights), for networks whose tiles cannot be exact."""
+
+    def __init__(self, shape: tuple[int, ...], scale: int, pad: int):
+        self.scale, self.pad = scale, pad
+        self.total = np.zeros(shape, np.float32)
+        self.weight = np.zeros(shape[:2], np.float32)
+
+    def add(self, window: Window, output: torch.Tensor) -> None:
+        s = self.scale
+        height, width = output.shape[1] // s, output.shape[2] // s
+        rows = np.repeat(feather(window.y0, window.y0 + height, window.top, window.bottom, self.pad), s)
+        cols = np.repeat(feather(window.x0, window.x0 + width, window.left, window.right, self.pad), s)
+        weight = rows[:, None] * cols[None, :]
+        region = (slice(window.y0 * s, (window.y0 + height) * s), slice(window.x0 * s, (window.x0 + width) * s))
+        self.total[region] += output.permute(1, 2, 0).float().cpu().numpy() * weight[:, :, None]
+        self.weight[region] += weight
+
+    def finish(self, out: np.ndarray, pixel_max: float) -> None:
+        peak = float(np.iinfo(out.dtype).max)
+        values = self.total / self.weight[:, :, None] * (peak / pixel_max)
+        out[...] = np.clip(np.rint(values), 0, peak)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from srcli.errors import CheckpointError
+from srcli.errors import CheckpointError, UnknownArchitectureError
 from srcli.models import edsr, mdsr, vdsr
 from srcli.models.edsr import EDSR
 from srcli.models.mdsr import MDSR
@@ -89,7 +89,7 @@ def normalise_state_dict(state: dict[str, Any]) -> tuple[ModelSpec, dict[str, to
         return ModelSpec(record, config, layout), converted
     sample = ", ".join(sorted(tensors)[:4])
     names = ", ".join(name.upper() for name in ARCHITECTURES)
-    raise CheckpointError(f"unknown architecture: keys like {sample} match no {names} layout")
+    raise UnknownArchitectureError(f"unknown architecture: keys like {sample} match no {names} layout")
 
 
 def detect(state: dict[str, Any]) -> ModelSpec:

@@ -24,6 +24,21 @@ def _no_column(config: Mapping[str, Any]) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class SizeRequirements:
+    """Input sizes a network accepts: at least `minimum` px, a multiple of `multiple_of`, square if `square`."""
+
+    minimum: int = 0
+    multiple_of: int = 1
+    square: bool = False
+
+    def padded(self, height: int, width: int) -> tuple[int, int]:
+        """The smallest (height, width) at least as large as the input that the network accepts."""
+        step = self.multiple_of
+        height, width = -(-max(height, self.minimum) // step) * step, -(-max(width, self.minimum) // step) * step
+        return (max(height, width),) * 2 if self.square else (height, width)
+
+
 @dataclass(frozen=True, eq=False)
 class Architecture:
     """Everything srcli knows about one architecture, in one place."""
@@ -47,7 +62,11 @@ class Architecture:
     branch_per_scale: bool = False  # a forward uses only its scale's branch (DDP must allow unused parameters)
     upsampler_keys: tuple[str, ...] = ()  # left fresh by --init-from: x3/x4 started from a trained x2
     prepare_training: Callable[[nn.Module], None] | None = None  # e.g. VDSR's zero output conv
-    half_precision: bool = True  # fp16/bf16 inference is safe (any overflow still falls back to fp32)
+    half_precision: bool = True  # fp16 inference is safe (any overflow still falls back to fp32)
+    bf16_precision: bool = True
+    size: SizeRequirements = SizeRequirements()
+    call: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None  # how to run it, when not module(x[, scale])
+    source: str = "srcli"  # who knows the architecture: srcli's own records, or 'spandrel'
 
     def build(self, **config: Any) -> nn.Module:
         return self.module(**config)

@@ -1,0 +1,139 @@
+"""Foreign architectures through spandrel (the optional `srcli[zoo]` extra): ESRGAN, Real-ESRGAN, SwinIR, HAT,
+SPAN, OmniSR and about 40 more, recognised from a state dict and given an srcli record so the engine, eval and
+the CLI treat them like srcli's own (srcli's records are always tried first).
+
+spandrel imports torchvision when it is imported, for two architectures that are not super-resolution
+(LaMa inpainting and RestoreFormer face restoration) and that use it only inside their forward. Where
+torchvision cannot be imported beside this torch (absent, or a build for another torch: PyPI's CUDA
+torchvision next to the CPU torch wheel fails with "operator torchvision::nms does not exist"), srcli lets
+spandrel import against a stand-in that exists only during that import and raises if those two
+architectures are ever run; no installed file is changed, and `import torchvision` elsewhere still fails
+as it would have.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import sys
+import types
+import warnings
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+import torch
+from torch import nn
+
+from srcli.errors import CheckpointError, UnknownArchitectureError
+from srcli.models.spec import Architecture, ModelSpec, SizeRequirements
+
+INSTALL_HINT = 'pip install "srcli[zoo]"'
+_TORCHVISION_NAMES = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional")
+
+
+class ZooMissing(CheckpointError):
+    """spandrel is not installed: a foreign model file cannot be read."""
+
+
+def _needs_torchvision(*args: object, **kwargs: object) -> None:
+    raise RuntimeError("this architecture needs torchvision, which cannot be imported beside this torch; "
+                       "install torch and torchvision as a matching pair")
+
+
+def _stand_in() -> dict[str, types.ModuleType]:
+    """What spandrel's import reads from torchvision: InterpolationMode, rotate (LaMa), normalize (RestoreFormer)."""
+    modules = {name: types.ModuleType(name) for name in _TORCHVISION_NAMES}
+    functional = modules["torchvision.transforms.functional"]
+    functional.InterpolationMode = enum.Enum("InterpolationMode", "NEAREST BILINEAR BICUBIC")  # type: ignore[attr-defined]
+    functional.rotate = _needs_torchvision  # type: ignore[attr-defined]
+    functional.normalize = _needs_torchvision  # type: ignore[attr-defined]
+    modules["torchvision"].transforms = modules["torchvision.transforms"]  # type: ignore[attr-defined]
+    modules["torchvision.transforms"].functional = functional  # type: ignore[attr-defined]
+    return modules
+
+
+# Some zoo architectures call torch.meshgrid without `indexing`; torch's deprecation notice is not the user's.
+warnings.filterwarnings("ignore", message=r"torch\.meshgrid", category=UserWarning)
+
+
+@cache
+def spandrel() -> types.ModuleType:
+    """spandrel, imported once; ZooMissing (one line with the install hint) when it is not installed."""
+    try:
+        importlib.import_module("torchvision")
+    except (ImportError, RuntimeError, OSError):
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]  # a half-imported broken build must not shadow the stand-in
+        stand_in = _stand_in()
+        sys.modules.update(stand_in)
+        try:
+            return _import_spandrel()
+        finally:
+            for name in stand_in:
+                sys.modules.pop(name, None)
+    return _import_spandrel()
+
+
+def _import_spandrel() -> types.ModuleType:
+    try:
+        return importlib.import_module("spandrel")
+    except ImportError:
+        raise ZooMissing(f"foreign model files need spandrel: {INSTALL_HINT}") from None
+
+
+def available() -> bool:
+    try:
+        spandrel()
+    except ZooMissing:
+        return False
+    return True
+
+
+def _record(descriptor: Any) -> Architecture:
+    """srcli's record for a spandrel architecture, from what its descriptor says."""
+    size = descriptor.size_requirements
+    tiling = getattr(descriptor.tiling, "name", "SUPPORTED")
+
+    def unusable(state: Mapping[str, torch.Tensor]) -> Any:
+        raise CheckpointError(f"{descriptor.architecture.name} files are read by spandrel, not by this record")
+
+    return Architecture(
+        name=str(descriptor.architecture.id),
+        module=type(descriptor.model),
+        presets={},
+        recognise=lambda state: False,  # spandrel's detector does this, after srcli's own records
+        detect=unusable,
+        scales=lambda config: (int(config["scale"]),),
+        channels=lambda config: int(config["channels"]),
+        pixel_max=1.0,
+        ensemble_column=False,
+        half_precision=bool(descriptor.supports_half),
+        bf16_precision=bool(descriptor.supports_bfloat16),
+        size=SizeRequirements(int(size.minimum), int(size.multiple_of), bool(size.square)),
+        call=getattr(descriptor, "_call_fn", None),  # spandrel's own way to run it (some return tuples)
+        source=f"spandrel {getattr(spandrel(), '__version__', '')}".strip() + ("" if tiling == "SUPPORTED"
+                                                                                  else f", tiling {tiling.lower()}"),
+    )
+
+
+def load(state: dict[str, Any]) -> tuple[nn.Module, ModelSpec]:
+    """A state dict of an architecture spandrel knows -> (network in eval mode on the CPU, its spec)."""
+    module = spandrel()
+    try:
+        descriptor = module.ModelLoader().load_from_state_dict(module.canonicalize_state_dict(state))
+    except module.UnsupportedModelError:
+        sample = ", ".join(sorted(k for k in state if isinstance(k, str))[:4])
+        raise UnknownArchitectureError(f"unknown architecture: keys like {sample} match no architecture srcli or "
+                                       "spandrel knows") from None
+    except (KeyError, ValueError, RuntimeError, IndexError, AssertionError) as error:
+        raise CheckpointError(f"spandrel recognised the file but cannot build it ({type(error).__name__}: "
+                              f"{str(error).splitlines()[0] if str(error) else ''})") from None
+    if not isinstance(descriptor, module.ImageModelDescriptor) or descriptor.purpose not in ("SR", "Restoration"):
+        raise CheckpointError(f"{descriptor.architecture.name} is a {descriptor.purpose} model, not image-to-image")
+    if (descriptor.input_channels, descriptor.output_channels) != (3, 3):
+        raise CheckpointError(f"{descriptor.architecture.name} maps {descriptor.input_channels} channels to "
+                              f"{descriptor.output_channels}; srcli runs RGB-to-RGB models")
+    config = {"scale": int(descriptor.scale), "channels": int(descriptor.input_channels),
+              "tags": list(descriptor.tags)}
+    return descriptor.model.eval(), ModelSpec(_record(descriptor), config, layout="spandrel")
