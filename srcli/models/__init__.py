@@ -1,27 +1,37 @@
 """The architectures srcli knows, one record each, and recognition of any checkpoint from its tensors.
 
 Each architecture module (edsr.py, mdsr.py, vdsr.py) defines its nn.Module and an `ARCHITECTURE` record
-(srcli.models.spec.Architecture); this registry lists them. To add one: write its module with its record,
-add it to `ARCHITECTURES` below, and test it.
+(srcli.models.spec.Architecture); this registry finds every module of the package that has one. To add an
+architecture: write its module with its record, and test it.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
 import torch
 from torch import nn
 
 from srcli.errors import CheckpointError, UnknownArchitectureError
-from srcli.models import edsr, mdsr, vdsr
 from srcli.models.edsr import EDSR
 from srcli.models.mdsr import MDSR
 from srcli.models.spec import Architecture, ModelSpec
 from srcli.models.vdsr import VDSR
 
-# In recognition order: the first whose `recognise` accepts a state dict's keys reads it.
-ARCHITECTURES: dict[str, Architecture] = {record.name: record for record in (edsr.ARCHITECTURE, mdsr.ARCHITECTURE,
-                                                                             vdsr.ARCHITECTURE)}
+
+def _discover() -> dict[str, Architecture]:
+    """Every `ARCHITECTURE` record defined by a module of this package, by name (recognisers are exclusive)."""
+    records = {}
+    for module in sorted(info.name for info in pkgutil.iter_modules(__path__)):
+        record = getattr(importlib.import_module(f"{__name__}.{module}"), "ARCHITECTURE", None)
+        if isinstance(record, Architecture):
+            records[record.name] = record
+    return records
+
+
+ARCHITECTURES: dict[str, Architecture] = _discover()
 
 # Named sizes ('edsr-baseline', 'mdsr', 'vdsr-rgb', ...) -> (architecture name, config).
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
