@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import requests
 
 from srcli.errors import DownloadError, UnknownModelError
+from srcli.files import move_into_place
 
 Progress = Callable[[int, "int | None"], None]
 """Called with (bytes on disk so far, total bytes or None when the server does not say)."""
@@ -271,7 +272,7 @@ def _finish(url: str, part: Path, dest: Path, checks: _Checksums, size: int | No
     if problem:
         part.unlink()
         raise DownloadError(f"{url}: {problem}; the download was discarded")
-    os.replace(part, dest)
+    move_into_place(part, dest)
     return dest
 
 

@@ -20,6 +20,10 @@ class OutputError(SrcliError):
     """An output path cannot be written, or writing would overwrite an input."""
 
 
+class OutputExistsError(OutputError):
+    """An output that was free when the batch was planned exists when it is written (another process)."""
+
+
 class CheckpointError(SrcliError):
     """A weights file is corrupt, of an unknown architecture, or fails its checksum."""
 

@@ -5,15 +5,14 @@ Arrays handed to the rest of srcli are RGB(A) in HxW (grey) or HxWxC (C = 3 or 4
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from srcli.errors import InputImageError, OutputError
+from srcli.files import write_atomic
 
 # OpenCV logs decoder warnings straight to stderr; srcli reports problems itself, as one line.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
@@ -27,9 +26,6 @@ ALPHA_EXTENSIONS = (".png", ".webp", ".tif", ".tiff", ".bmp")
 # bombs: a few-KB PNG that claims 100000x100000 pixels would otherwise ask for 30 GB before anything fails.
 # The x4 output of such an input is 1.9 GP (5.8 GB as 8-bit RGB), about the most a workstation holds.
 DEFAULT_MAX_PIXELS = 120_000_000
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
@@ -245,7 +241,7 @@ def encode_image(image: np.ndarray, extension: str, quality: int | None = None) 
         known = ", ".join(IMAGE_EXTENSIONS)
         raise OutputError(f"cannot write {extension or 'files without an extension'}: use {known}")
     if image.dtype == np.uint16 and extension not in SIXTEEN_BIT_EXTENSIONS:
-        image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        image = to_8bit(image)
     if image.ndim == 3 and image.shape[2] == 4 and extension not in ALPHA_EXTENSIONS:
         image = _over_white(image)
     if image.ndim == 3:
@@ -264,6 +260,13 @@ def encode_image(image: np.ndarray, extension: str, quality: int | None = None) 
     return encoded.tobytes()
 
 
+def to_8bit(image: np.ndarray) -> np.ndarray:
+    """uint16 -> uint8 by rounding v * 255 / 65535 (65535 -> 255 exactly); uint8 passes unchanged."""
+    if image.dtype == np.uint8:
+        return image
+    return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
 def _over_white(image: np.ndarray) -> np.ndarray:
     """Flatten RGBA onto white for formats without alpha (what viewers show for transparent areas)."""
     peak = np.iinfo(image.dtype).max
@@ -272,28 +275,7 @@ def _over_white(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(flat), 0, peak).astype(image.dtype)
 
 
-def write_image(path: Path, image: np.ndarray, quality: int | None = None) -> None:
-    """Write atomically: the bytes go to a temp file beside `path`, renamed over it only when complete."""
+def write_image(path: Path, image: np.ndarray, quality: int | None = None, *, overwrite: bool = True) -> None:
+    """Write atomically (see srcli.files): encoded first, so a bad format fails before any file exists."""
     path = Path(path)
-    write_atomic(path, encode_image(image, path.suffix, quality))
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Never leave a partial file at `path`, even on Ctrl-C or a full disk."""
-    try:
-        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below; must outlive the block for os.replace
-            dir=path.parent, prefix=f".{path.name}.", suffix=".part", delete=False
-        )
-    except OSError as error:
-        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
-    temp = Path(handle.name)
-    try:
-        with handle:
-            handle.write(data)
-        os.chmod(temp, 0o666 & ~_UMASK)  # temp files are private (0600); outputs get the usual mode
-        os.replace(temp, path)
-    except BaseException as error:
-        temp.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
-        raise
+    write_atomic(path, encode_image(image, path.suffix, quality), overwrite=overwrite)

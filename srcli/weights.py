@@ -13,10 +13,10 @@ preset that loads it, the scores it reaches), in the spirit of torchvision's wei
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from torch import nn
 
 from srcli import download
 from srcli.errors import CheckpointError, DownloadError, ScaleError, UnknownModelError
+from srcli.files import sha256_file, write_atomic
 from srcli.models import PRESETS, ModelSpec, build, detect, load_state_dict, normalise_state_dict, parameter_count
 
 OFFICIAL_BASE = "https://cv.snu.ac.kr/research/EDSR/models/"
@@ -293,14 +294,6 @@ def _offline_hint(entry: Weights) -> str:
             f"pass --weights PATH to a local copy, or use {local}")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(download.CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def ensure_local(
     entry: Weights,
     *,
@@ -318,7 +311,7 @@ def ensure_local(
         path = entry.local_path()
         if not path.is_file():
             raise CheckpointError(f"embedded model {entry.name}: {path} is missing from this installation")
-        if _sha256(path) != entry.sha256:
+        if sha256_file(path) != entry.sha256:
             raise CheckpointError(f"embedded model {entry.name}: {path} fails its sha256 check (reinstall srcli)")
         return path
     if entry.status() == "cached" and not verify:
@@ -409,12 +402,12 @@ def embed(
     model = load_state_dict(tensors)  # proves the tensors load strictly before anything is written
     folder.mkdir(parents=True, exist_ok=True)
     stem = name.replace("-", "_")
-    with tempfile.NamedTemporaryFile(dir=folder, suffix=".pt.tmp", delete=False) as handle:
-        temporary = Path(handle.name)
-    torch.save(tensors, temporary)
-    sha256 = _sha256(temporary)
+    buffer = io.BytesIO()  # embedded models are a few MB: name the file by its hash before writing it
+    torch.save(tensors, buffer)
+    serialised = buffer.getvalue()
+    sha256 = hashlib.sha256(serialised).hexdigest()
     filename = f"{stem}-{sha256[:8]}.pt"
-    os.replace(temporary, folder / filename)
+    write_atomic(folder / filename, serialised)
     preset = next(
         (p for p, (arch, cfg) in PRESETS.items() if arch == spec.arch and all(spec.config.get(k) == v
                                                                             for k, v in cfg.items())),
@@ -422,7 +415,7 @@ def embed(
     )
     record = {
         "name": name, "file": filename, "preset": preset, "config": spec.config,
-        "scales": list(scales or spec.scales), "sha256": sha256, "bytes": (folder / filename).stat().st_size,
+        "scales": list(scales or spec.scales), "sha256": sha256, "bytes": len(serialised),
         "parameters": parameter_count(model),
         "recipe": recipe, "steps": steps, "data": data, "description": description,
         "metrics": {
@@ -433,9 +426,7 @@ def embed(
     manifest = folder / MANIFEST
     document = json.loads(manifest.read_text()) if manifest.is_file() else {"format": MANIFEST_FORMAT, "models": []}
     document["models"] = [m for m in document["models"] if m["name"] != name] + [record]
-    staging = manifest.with_name(MANIFEST + ".tmp")
-    staging.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    os.replace(staging, manifest)
+    write_atomic(manifest, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
     return _manifest_entry(record, folder)
 
 
