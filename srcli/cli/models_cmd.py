@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -226,7 +227,7 @@ def _summary_table(results: list[dict[str, Any]]) -> Table:
         table.add_column(header, justify="right" if header == "size" else "left")
     styles = {"downloaded": "green", "present": "cyan", "failed": "red"}
     for row in results:
-        table.add_row(row["name"], f"[{styles[row['status']]}]{row['status']}[/]",
-                      _megabytes(row.get("bytes")) if "bytes" in row else "", row.get("path", ""))
+        table.add_row(escape(row["name"]), f"[{styles[row['status']]}]{row['status']}[/]",
+                      _megabytes(row.get("bytes")) if "bytes" in row else "", escape(row.get("path", "")))
     return table
 

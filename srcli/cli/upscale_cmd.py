@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -27,7 +28,7 @@ from srcli.batch import (
     run_jobs,
     scale_label,
 )
-from srcli.cli.common import console, stdout
+from srcli.cli.common import console, print_error, stdout
 from srcli.cli.models_cmd import download_progress
 from srcli.engine import Plan, UpscaleOptions, Upscaler, choose_device, choose_dtype
 from srcli.errors import DeviceError, ScaleError, SrcliError
@@ -241,7 +242,8 @@ def _upscale(
             _report_failure(problem)
         if not lone:
             where = f", {shard.world} processes" if shard.world > 1 else ""
-            heading = f"upscaling {len(jobs)} image(s) x{label} with {Path(resolved.name).name} on {device}{where}"
+            model = escape(Path(resolved.name).name)
+            heading = f"upscaling {len(jobs)} image(s) x{label} with {model} on {device}{where}"
             console.print(heading, soft_wrap=True)
 
     with _progress(len(mine)) as progress:
@@ -260,7 +262,7 @@ def _upscale(
             if result.status == "written" and upscaler.last_plan is not None:
                 result.plan = describe_plan(upscaler, upscaler.last_plan, result.input_size)
                 if not lone and (verbose or _plan_note(result.plan)):
-                    progress.console.print(f"{result.source}: {_plan_text(result.plan)}", soft_wrap=True)
+                    progress.console.print(f"{escape(result.source)}: {_plan_text(result.plan)}", soft_wrap=True)
             if result.status == "failed":
                 _report_failure(result)
 
@@ -293,7 +295,7 @@ def _progress(total: int) -> Progress:
 
 
 def _report_failure(result: ImageResult) -> None:
-    console.print(f"[bold red]error:[/] {result.error}", soft_wrap=True, markup=True, highlight=False)
+    print_error(result.error or "failed")
 
 
 def describe_plan(upscaler: Upscaler, plan: Plan, size: tuple[int, int] | None) -> dict:
@@ -342,13 +344,14 @@ def _report_single(result: ImageResult, model: str, verbose: bool) -> None:
         (w, h), (ow, oh) = result.input_size, result.output_size
         plan = result.plan or {}
         where = f" on {plan['device']} {plan['precision']}" if plan else ""
+        sizes = f"{w}x{h} -> {ow}x{oh}"
         console.print(
-            f"wrote {result.target} ({w}x{h} -> {ow}x{oh}, {model}{where}, {result.seconds:.1f} s)", soft_wrap=True
+            f"wrote {escape(result.target)} ({sizes}, {escape(model)}{where}, {result.seconds:.1f} s)", soft_wrap=True
         )
         if plan and (verbose or _plan_note(plan)):
             console.print(f"engine: {_plan_text(plan)}", soft_wrap=True)
     elif result.status == "skipped":
-        console.print(f"skipped {result.source}: {result.target} exists", soft_wrap=True)
+        console.print(f"skipped {escape(result.source)}: {escape(result.target)} exists", soft_wrap=True)
 
 
 def _summary_table(summary: Summary) -> Table:
