@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
-from upscale_helpers import assert_one_error_line, run_cli, tiny_checkpoint, write_image
+from upscale_helpers import REPO, assert_one_error_line, run_cli, srcli_command, tiny_checkpoint, write_image
 
 
 @pytest.fixture
@@ -47,3 +49,114 @@ def test_a_closing_tag_in_a_path_cannot_break_the_batch(cli, tmp_path, checkpoin
 def test_usage_errors_quoting_markup_are_printed_whole(cli, tmp_path, checkpoint):
     code, _, err = cli("upscale", write_image(tmp_path / "a.png"), "-w", checkpoint, "--device", "[bold]x[/bold]")
     assert "[bold]x[/bold]" in assert_one_error_line(code, err)
+
+
+# --- 5. never overwrite silently, between processes too ---------------------------------------------------
+
+# Runs `srcli ARGS` with one hook: after upscaling (so after planning found the target free) and before
+# writing, say "ready" on one pipe and wait for "go" on another. Two such processes on one output are
+# then both past planning before either writes: a deterministic race, no sleeps.
+_RACE = """
+import os, sys
+from srcli import pipeline
+ready, go = int(os.environ["RACE_READY"]), int(os.environ["RACE_GO"])
+upscale = pipeline.ImagePipeline.upscale
+def held(self, image, progress=None):
+    out = upscale(self, image, progress)
+    os.write(ready, b"r")
+    os.read(go, 1)
+    return out
+pipeline.ImagePipeline.upscale = held
+sys.argv = ["srcli", *sys.argv[1:]]
+from srcli.cli import main
+main()
+"""
+
+_WRITER = """
+import os, sys
+from srcli.errors import OutputExistsError
+from srcli.files import atomic_path
+ready, go = int(os.environ["RACE_READY"]), int(os.environ["RACE_GO"])
+try:
+    with atomic_path(__import__("pathlib").Path(sys.argv[1]), overwrite=False) as temp:
+        temp.write_bytes(sys.argv[2].encode())
+        os.write(ready, b"r")
+        os.read(go, 1)
+    print("written")
+except OutputExistsError as error:
+    print(error)
+"""
+
+
+def _race(script: str, *arguments: object) -> list[subprocess.CompletedProcess]:
+    """Start two processes running `script`, let both reach the hook, then release both; their results."""
+    processes, go_ends = [], []
+    for index in range(2):
+        ready_r, ready_w = os.pipe()
+        go_r, go_w = os.pipe()
+        env = {**os.environ, "RACE_READY": str(ready_w), "RACE_GO": str(go_r), "COLUMNS": "200"}
+        extra = [f"writer {index}"] if script is _WRITER else []
+        processes.append((subprocess.Popen([*srcli_command()[:1], "-c", script, *map(str, arguments), *extra],
+                                           cwd=REPO, env=env, pass_fds=(ready_w, go_r), text=True,
+                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE), ready_r))
+        os.close(ready_w)
+        os.close(go_r)
+        go_ends.append(go_w)
+    try:
+        for process, ready_r in processes:  # both are now past planning / inside the writer
+            assert os.read(ready_r, 1) == b"r", process.communicate()
+        for go_w in go_ends:
+            os.write(go_w, b"g")
+        results = []
+        for process, _ in processes:
+            out, err = process.communicate(timeout=300)
+            results.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+        return results
+    finally:
+        for (process, ready_r), go_w in zip(processes, go_ends, strict=True):
+            os.close(ready_r)
+            os.close(go_w)
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def test_the_writer_lets_exactly_one_of_two_processes_create_a_file(tmp_path):
+    target = tmp_path / "out.bin"
+    outcomes = sorted(result.stdout.strip() for result in _race(_WRITER, target))
+    assert outcomes[1] == "written"
+    assert outcomes[0].endswith("out.bin already exists (another process wrote it meanwhile): pass --overwrite "
+                                "to replace it")
+    assert target.read_bytes() in (b"writer 0", b"writer 1")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_two_upscale_runs_on_one_output_exactly_one_succeeds(tmp_path, checkpoint):
+    source = write_image(tmp_path / "in.png")
+    results = _race(_RACE, "upscale", source, "-o", tmp_path / "out.png", "-w", checkpoint)
+    codes = sorted(result.returncode for result in results)
+    assert codes == [0, 1], [result.stderr for result in results]
+    loser = next(result for result in results if result.returncode == 1)
+    line = assert_one_error_line(loser.returncode, loser.stderr)
+    assert "out.png already exists (another process wrote it meanwhile): pass --overwrite" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "out.png", "tiny_x2.pt"]
+
+
+@pytest.mark.parametrize("flag, code, replaced", [(None, 1, False), ("--skip-existing", 0, False),
+                                                   ("--overwrite", 0, True)])
+def test_an_output_that_appears_after_planning_follows_the_existing_rule(cli, tmp_path, checkpoint, monkeypatch,
+                                                                          flag, code, replaced):
+    from srcli import pipeline
+
+    target = tmp_path / "out.png"
+    upscale = pipeline.ImagePipeline.upscale
+
+    def another_process_writes_first(self, image, progress=None):
+        target.write_bytes(b"theirs")
+        return upscale(self, image, progress)
+
+    monkeypatch.setattr(pipeline.ImagePipeline, "upscale", another_process_writes_first)
+    argv = ["upscale", write_image(tmp_path / "in.png"), "-o", target, "-w", checkpoint, *([flag] if flag else [])]
+    result, _, err = cli(*argv)
+    assert result == code, err
+    assert (target.read_bytes() != b"theirs") is replaced
