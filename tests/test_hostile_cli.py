@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import signal
 import subprocess
+import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from loopback import saved
 from upscale_helpers import REPO, assert_one_error_line, run_cli, srcli_command, tiny_checkpoint, write_image
+
+from srcli import download, weights
+from srcli.errors import CheckpointError, DownloadError
+from srcli.models import build
 
 
 @pytest.fixture
@@ -160,3 +170,102 @@ def test_an_output_that_appears_after_planning_follows_the_existing_rule(cli, tm
     result, _, err = cli(*argv)
     assert result == code, err
     assert (target.read_bytes() != b"theirs") is replaced
+
+
+# --- 6. non-finite weights ---------------------------------------------------------------------------------
+
+
+def test_nan_weights_are_refused_at_load_naming_the_file(cli, tmp_path):
+    """A checkpoint full of NaN wrote an all-black image and exited 0."""
+    model = build("edsr", blocks=1, features=8, scale=2)
+    torch.save({key: torch.full_like(value, float("nan")) for key, value in model.state_dict().items()},
+               tmp_path / "nan.pt")
+    source = write_image(tmp_path / "a.png")
+    code, _, err = cli("upscale", source, "-o", tmp_path / "out.png", "-w", tmp_path / "nan.pt")
+    line = assert_one_error_line(code, err)
+    assert f"{tmp_path / 'nan.pt'}: tensor " in line and "holds NaN or infinite values" in line
+    assert not (tmp_path / "out.png").exists()
+
+
+# --- 7. a cached official file is hashed before use ---------------------------------------------------------
+
+
+def test_a_cached_file_of_the_right_size_but_other_bytes_is_refused(served_entry, baseline_x2, file_server, cli,
+                                                                     tmp_path):
+    torch.manual_seed(1)
+    impostor = saved(build("edsr-baseline", scale=2).state_dict())  # same keys and shapes: same size
+    assert len(impostor) == served_entry.bytes and impostor != baseline_x2[1]
+    cached = served_entry.local_path()
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(impostor)
+    assert served_entry.status() == "cached"  # the size alone looks right
+    code, _, err = cli("upscale", write_image(tmp_path / "a.png"), "-o", tmp_path / "out.png", "-m", served_entry.name)
+    line = assert_one_error_line(code, err)
+    assert f"{cached}: the cached {served_entry.name} fails its sha256 check" in line
+    assert not (tmp_path / "out.png").exists()
+    code, _, err = cli("download", served_entry.name, "--mirror", file_server.url("mirror"))  # the repair it names
+    assert code == 0, err
+    assert cached.read_bytes() == baseline_x2[1]
+
+
+# --- 8. downloads stop at their expected size ---------------------------------------------------------------
+
+
+def test_a_download_announced_too_big_is_refused_at_once(file_server, tmp_path):
+    url = file_server.add("big.bin", bytes(200_000))
+    refusal = r"announces 200000 bytes, more than the expected 100000; refused before downloading"
+    with pytest.raises(DownloadError, match=refusal) as caught:
+        download.fetch(url, tmp_path / "big.bin", size=100_000)
+    assert "\n" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_server_streaming_past_the_size_is_cut_off_and_discarded(file_server, tmp_path):
+    """No Content-Length and 64 MB of body for a 100 kB file: the download stops at the first extra byte."""
+    url = file_server.add("endless.bin", os.urandom(1 << 16), no_length=True, repeat=1024)
+    with pytest.raises(DownloadError, match=r"sent more than the expected 100000 bytes; the download was discarded"):
+        download.fetch(url, tmp_path / "endless.bin", size=100_000, retries=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- 10. wording ------------------------------------------------------------------------------------------
+
+
+def test_random_bytes_are_not_a_checkpoint_and_only_real_pickled_objects_could_run_code(tmp_path):
+    (tmp_path / "random.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(CheckpointError) as caught:
+        weights.read_state_dict(tmp_path / "random.pt")
+    assert str(caught.value) == f"{tmp_path / 'random.pt'}: not a PyTorch checkpoint"
+    torch.save({"weight": torch.ones(1), "args": argparse.Namespace(lr=1e-4)}, tmp_path / "objects.pt")
+    with pytest.raises(CheckpointError, match=r"objects\.pt: it holds Python objects beyond tensors, and loading "
+                                              r"them could run code"):
+        weights.read_state_dict(tmp_path / "objects.pt")
+
+
+def test_ctrl_c_during_download_says_the_partial_file_is_kept(file_server, tmp_path):
+    """The first request drops after 200 kB; the resume request proves the .part holds what arrived, and the
+    server answers it with SIGINT to the downloader."""
+    entry = weights.OFFICIAL[0]
+    started = threading.Event()
+    holder: dict[str, subprocess.Popen] = {}
+
+    def interrupt() -> None:
+        started.wait(60)
+        holder["process"].send_signal(signal.SIGINT)
+
+    file_server.add(f"mirror/{entry.filename}", bytes(entry.bytes), drop_after=200_000, on_resume=interrupt)
+    env = {**os.environ, "SRCLI_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    env.pop("SRCLI_MIRROR", None)
+    holder["process"] = process = subprocess.Popen(
+        srcli_command("download", entry.name, "--mirror", file_server.url("mirror")), cwd=REPO, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background runner may ignore it
+    )
+    started.set()
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err
+    assert err.strip().splitlines() == [f"interrupted: {entry.name} is partly downloaded; the partial file is kept "
+                                        "and running the same command again resumes it"]
+    resumed_from = int(file_server.requests[-1].range.removeprefix("bytes=").rstrip("-"))
+    part = tmp_path / "home" / "weights" / f"{entry.filename}.part"
+    assert part.stat().st_size == resumed_from > 0
