@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from srcli.engine import ProgressCallback
-from srcli.errors import OutputError, SrcliError
+from srcli.errors import NonFiniteOutputError, OutputError, OutputExistsError, SrcliError
 from srcli.imageio import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, read_image, write_image
 from srcli.pipeline import ImagePipeline
 
@@ -36,6 +36,7 @@ class Job:
     source: Path
     target: Path
     skip: bool = False  # the target exists and --skip-existing was given
+    existing: str = "refuse"  # refuse | skip | overwrite: also decides when the target appears after planning
 
 
 @dataclass
@@ -164,7 +165,7 @@ def plan_jobs(
             target = item.path.parent / name
         jobs.append(Job(item.path, target))
     _check_targets(jobs, existing)
-    return [Job(job.source, job.target, skip=existing == "skip" and job.target.exists()) for job in jobs]
+    return [Job(job.source, job.target, existing == "skip" and job.target.exists(), existing) for job in jobs]
 
 
 def _extension_list() -> str:
@@ -251,9 +252,13 @@ def _run_one(
         upscaled, plan = pipeline.upscale(image, progress)
         result.plan = plan.to_dict()
         job.target.parent.mkdir(parents=True, exist_ok=True)
-        write_image(job.target, upscaled, quality)
+        write_image(job.target, upscaled, quality, overwrite=job.existing == "overwrite")
         result.output_size = _size(upscaled)
         result.status = "written"
+    except OutputExistsError as error:  # another process wrote the target after planning
+        result.status, result.error = ("skipped", None) if job.existing == "skip" else ("failed", str(error))
+    except NonFiniteOutputError as error:  # the engine's message cannot know the file
+        result.status, result.error = "failed", f"{job.source}: {error}"
     except SrcliError as error:
         result.status, result.error = "failed", str(error)
     except OSError as error:  # e.g. the output folder vanished or filled up mid-batch

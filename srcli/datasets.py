@@ -22,11 +22,12 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-import cv2
 import numpy as np
 
+from srcli import imageio
 from srcli.download import Downloadable, data_home, fetch, register
-from srcli.errors import DatasetError
+from srcli.errors import DatasetError, InputImageError
+from srcli.files import write_atomic
 from srcli.resize import downscale
 
 DATA_ENV = "SRCLI_DATA"
@@ -304,14 +305,18 @@ def png_size(path: Path) -> tuple[int, int] | None:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """An 8-bit image as RGB HxWx3, or HxW when it is single-channel (scored as it is)."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise DatasetError(f"{path}: not a readable image")
+    """An 8-bit image as RGB HxWx3 (alpha dropped), or HxW when it is single-channel (scored as it is).
+
+    Decoded by imageio's one reader (header checks, EXIF orientation); its errors become DatasetError.
+    """
+    try:
+        image = imageio.read_image(path)
+    except InputImageError as error:
+        raise DatasetError(str(error)) from None
     if image.dtype != np.uint8:
         raise DatasetError(f"{path}: {image.dtype} image; benchmark images are 8-bit")
     if image.ndim == 3:
-        image = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2RGB)
+        image = np.ascontiguousarray(image[:, :, :3])
     return image
 
 
@@ -400,7 +405,7 @@ def download_archive(
     extract(path, home / archive.home)
     marker = _marker(home, archive)
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(archive.md5 + "\n")
+    write_atomic(marker, (archive.md5 + "\n").encode())
     path.unlink()
     return home
 

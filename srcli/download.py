@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import requests
 
 from srcli.errors import DownloadError, UnknownModelError
+from srcli.files import move_into_place
 
 Progress = Callable[[int, "int | None"], None]
 """Called with (bytes on disk so far, total bytes or None when the server does not say)."""
@@ -187,19 +188,30 @@ def _stream_once(
             checks.reset()
             mode = "wb"
         length = response.headers.get("Content-Length")
-        total = size if size is not None else (offset + int(length) if length and length.isdigit() else None)
+        announced = offset + int(length) if length and length.isdigit() else None
+        if size is not None and announced is not None and announced > size:
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"{url}: the server announces {announced} bytes, more than the expected {size}; "
+                                "refused before downloading")
+        total = size if size is not None else announced
         done = offset
         if progress:
             progress(done, total)
         with part.open(mode) as handle:
             for block in response.iter_content(NETWORK_CHUNK):
+                if size is not None and done + len(block) > size:  # never write past the expected size
+                    break
                 handle.write(block)
                 checks.update(block)
                 done += len(block)
                 if progress:
                     progress(done, total)
-            handle.flush()
-            os.fsync(handle.fileno())
+            else:
+                handle.flush()
+                os.fsync(handle.fileno())
+                return
+        part.unlink()  # a server streaming past the size would fill the disk: stop at the first extra byte
+        raise DownloadError(f"{url}: the server sent more than the expected {size} bytes; the download was discarded")
 
 
 def fetch(
@@ -271,7 +283,7 @@ def _finish(url: str, part: Path, dest: Path, checks: _Checksums, size: int | No
     if problem:
         part.unlink()
         raise DownloadError(f"{url}: {problem}; the download was discarded")
-    os.replace(part, dest)
+    move_into_place(part, dest)
     return dest
 
 

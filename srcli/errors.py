@@ -20,6 +20,10 @@ class OutputError(SrcliError):
     """An output path cannot be written, or writing would overwrite an input."""
 
 
+class OutputExistsError(OutputError):
+    """An output that was free when the batch was planned exists when it is written (another process)."""
+
+
 class CheckpointError(SrcliError):
     """A weights file is corrupt, of an unknown architecture, or fails its checksum."""
 
@@ -50,3 +54,7 @@ class TrainingError(SrcliError):
 
 class DeviceError(SrcliError):
     """The asked-for device or precision is unavailable, or memory is short even for the smallest tile."""
+
+
+class NonFiniteOutputError(SrcliError):
+    """A network's output holds NaN or Inf even in fp32: writing it would give a black or white image."""

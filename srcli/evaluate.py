@@ -13,20 +13,18 @@ to 0.015 dB. Networks always get the published RGB LR images, as the paper's own
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from torch import nn
 
 from srcli.datasets import Dataset, ImagePair
 from srcli.engine import UpscaleOptions, Upscaler
-from srcli.errors import OutputError, ScaleError
+from srcli.errors import ScaleError
+from srcli.imageio import write_image
 from srcli.metrics import psnr, quantize, rgb_to_y, ssim
 from srcli.models import ModelSpec, spec_of
 from srcli.resize import imresize, modcrop
@@ -182,22 +180,9 @@ def _match_channels(sr: np.ndarray, hr: np.ndarray) -> np.ndarray:
 
 
 def _save(image: np.ndarray, path: Path) -> None:
-    """Write a PNG atomically (temp file in the same folder, then rename)."""
+    """Write the quantized SR as a PNG through imageio's atomic writer."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = quantize(image).astype(np.uint8)
-    if pixels.ndim == 3:
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(".png", pixels)
-    if not ok:
-        raise OutputError(f"{path}: PNG encoding failed")
-    handle, temp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(encoded.tobytes())
-        os.replace(temp, path)
-    except OSError as error:
-        Path(temp).unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({error.strerror})") from None
+    write_image(path, quantize(image).astype(np.uint8))
 
 
 def check_scale(spec: ModelSpec, scale: int, label: str) -> None:

@@ -1,19 +1,30 @@
 """Reading and writing images: 8/16-bit, grey, alpha, EXIF orientation, refusal of broken files, atomic writes.
 
 Arrays handed to the rest of srcli are RGB(A) in HxW (grey) or HxWxC (C = 3 or 4), dtype uint8 or uint16.
+
+Nothing reaches OpenCV's decoders unchecked: the content (never the file name) must be PNG, JPEG, WebP,
+BMP or TIFF, a still image, whose header states a size within the pixel limit. Every other format OpenCV
+could decode (GIF, PNM, PFM, HDR, EXR, JPEG 2000, Sun raster, AVIF...) is refused from its first bytes,
+so a 35-byte GIF that claims 30000x30000 pixels costs nothing.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import struct
-import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from srcli import limits
 from srcli.errors import InputImageError, OutputError
+from srcli.files import write_atomic
+from srcli.limits import DEFAULT_MAX_PIXELS
 
 # OpenCV logs decoder warnings straight to stderr; srcli reports problems itself, as one line.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
@@ -22,39 +33,66 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 LOSSY_EXTENSIONS = (".jpg", ".jpeg", ".webp")
 SIXTEEN_BIT_EXTENSIONS = (".png", ".tif", ".tiff")
 ALPHA_EXTENSIONS = (".png", ".webp", ".tif", ".tiff", ".bmp")
-
-# 120 MP covers the largest camera sensors sold (about 102 MP, medium format) while refusing decompression
-# bombs: a few-KB PNG that claims 100000x100000 pixels would otherwise ask for 30 GB before anything fails.
-# The x4 output of such an input is 1.9 GP (5.8 GB as 8-bit RGB), about the most a workstation holds.
-DEFAULT_MAX_PIXELS = 120_000_000
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+SUPPORTED = "PNG, JPEG, WebP, BMP or TIFF"
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
+# First bytes of formats OpenCV (or a viewer) may decode but srcli does not, to name them in the refusal.
+_UNSUPPORTED = (
+    (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"II+\x00", "BigTIFF"), (b"MM\x00+", "BigTIFF"),
+    (b"#?RADIANCE", "Radiance HDR"), (b"#?RGBE", "Radiance HDR"), (b"v/1\x01", "OpenEXR"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000"), (b"\xff\x4f\xff\x51", "JPEG 2000"),
+    (b"\x59\xa6\x6a\x95", "Sun raster"), (b"\xff\x0a", "JPEG XL"), (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL"),
+    (b"PF\n", "PFM"), (b"Pf\n", "PFM"), (b"PF\r", "PFM"), (b"Pf\r", "PFM"),
+    *((f"P{n}{space}".encode(), "PNM (PBM/PGM/PPM/PAM)") for n in range(1, 8) for space in " \t\r\n"),
+)
+
+
+def sniff(data: bytes) -> str | None:
+    """'png', 'jpeg', 'webp', 'bmp' or 'tiff' from the content's first bytes; None for anything else."""
+    if data.startswith(_PNG_SIGNATURE):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "webp"
+    if data.startswith(b"BM"):
+        return "bmp"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    return None
+
+
+def _unsupported_name(data: bytes) -> str | None:
+    if data[4:8] == b"ftyp":
+        return "AVIF/HEIF" if data[8:12] in (b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1") else None
+    return next((name for magic, name in _UNSUPPORTED if data.startswith(magic)), None)
+
 
 def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode an image the way a viewer shows it (EXIF orientation applied), refusing anything broken."""
+    """Decode an image the way a viewer shows it (EXIF orientation applied), refusing anything broken.
+
+    Everything is checked before OpenCV sees a byte: a regular file (a FIFO would block), a supported
+    format by content, complete, a still image, and a header size within `max_pixels` (None: no srcli
+    limit) and within OpenCV's own limit. Each refusal is one InputImageError line naming the file.
+    """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputImageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputImageError(f"{path}: is a directory, not an image") from None
-    except OSError as error:
-        raise InputImageError(f"{path}: cannot be read ({error.strerror or error})") from None
-    if not data:
-        raise InputImageError(f"{path}: empty file (0 bytes)")
+    data = _read_regular_file(path)
+    kind = sniff(data)
+    if kind is None:
+        name = _unsupported_name(data)
+        if name:
+            raise InputImageError(f"{path}: {name} images are not supported ({SUPPORTED} expected)")
+        raise InputImageError(f"{path}: not a readable image ({SUPPORTED} expected)")
     _check_complete(path, data)
+    _check_still(path, kind, data)
     size = header_size(data)
-    if size is not None:
-        _check_pixels(path, *size, max_pixels)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        raise InputImageError(f"{path}: not a readable image (PNG, JPEG, WebP, BMP or TIFF expected)")
+    if size is None:
+        raise InputImageError(f"{path}: not a readable image (its {kind.upper()} header states no size)")
+    _check_pixels(path, *size, max_pixels)
+    _check_pixels(path, *size, limits.opencv_limit, "OpenCV's decoder limit")
+    image = _decode(path, data)
     _check_pixels(path, image.shape[1], image.shape[0], max_pixels)
     if image.dtype not in (np.uint8, np.uint16):
         raise InputImageError(f"{path}: {image.dtype} samples are not supported (8- or 16-bit integers only)")
@@ -65,12 +103,96 @@ def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.nd
     return orient(image, exif_orientation(data))
 
 
-def _check_pixels(path: Path, width: int, height: int, max_pixels: int | None) -> None:
+def _read_regular_file(path: Path) -> bytes:
+    """The file's bytes; a FIFO, socket or device is refused before a read could block or never end.
+
+    Opened non-blocking and checked with fstat on the open descriptor, so nothing can be swapped in
+    between the check and the read.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise InputImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputImageError(f"{path}: is a directory, not an image") from None
+    except OSError as error:
+        raise InputImageError(f"{path}: cannot be read ({error.strerror or error})") from None
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        if stat.S_ISDIR(mode):
+            raise InputImageError(f"{path}: is a directory, not an image")
+        raise InputImageError(f"{path}: is a {_file_kind(mode)}, not a regular file")
+    with os.fdopen(descriptor, "rb") as handle:
+        try:
+            data = handle.read()
+        except OSError as error:
+            raise InputImageError(f"{path}: cannot be read ({error.strerror or error})") from None
+    if not data:
+        raise InputImageError(f"{path}: empty file (0 bytes)")
+    return data
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "special file"
+
+
+def _check_pixels(path: Path, width: int, height: int, max_pixels: int | None, what: str | None = None) -> None:
     if max_pixels is not None and width * height > max_pixels:
-        raise InputImageError(
-            f"{path}: {width}x{height} is {width * height / 1e6:.1f} MP, over the {max_pixels / 1e6:g} MP limit "
-            f"(raise it with --max-pixels)"
-        )
+        megapixels = f"{max_pixels / 1e6:g} MP"
+        limit = f"{what} of {megapixels}" if what else f"the {megapixels} limit (raise it with --max-pixels)"
+        raise InputImageError(f"{path}: {width}x{height} is {width * height / 1e6:.1f} MP, over {limit}")
+
+
+def _decode(path: Path, data: bytes) -> np.ndarray:
+    """cv2.imdecode with decoder chatter kept off the terminal and its failures as one line."""
+    try:
+        with _quiet_stderr():
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as error:
+        reason = (error.err or str(error)).strip().splitlines()[0]
+        raise InputImageError(f"{path}: not a readable image (OpenCV: {reason})") from None
+    if image is None or image.size == 0:
+        raise InputImageError(f"{path}: not a readable image ({SUPPORTED} expected)")
+    return image
+
+
+_stderr_lock = threading.Lock()
+_stderr_users = 0
+_stderr_saved: int | None = None
+
+
+@contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Point file descriptor 2 at the null device while decoders run: libjpeg and libpng print warnings
+    ("Corrupt JPEG data: 1 extraneous bytes before marker") straight to it, past Python and OpenCV's
+    log level. Counted, so decodes on several threads (training data) restore it only once, at the end."""
+    global _stderr_users, _stderr_saved
+    with _stderr_lock:
+        if _stderr_users == 0:
+            try:
+                _stderr_saved = os.dup(2)
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, 2)
+                os.close(null)
+            except OSError:  # no descriptor 2 (a detached process): nothing to keep quiet
+                _stderr_saved = None
+        _stderr_users += 1
+    try:
+        yield
+    finally:
+        with _stderr_lock:
+            _stderr_users -= 1
+            if _stderr_users == 0 and _stderr_saved is not None:
+                os.dup2(_stderr_saved, 2)
+                os.close(_stderr_saved)
+                _stderr_saved = None
 
 
 def _check_complete(path: Path, data: bytes) -> None:
@@ -80,6 +202,40 @@ def _check_complete(path: Path, data: bytes) -> None:
     # In JPEG entropy-coded data 0xFF is always stuffed, so the last start-of-scan must be followed by an end.
     if data.startswith(b"\xff\xd8") and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
         raise InputImageError(f"{path}: truncated JPEG (no end-of-image marker): the file was cut short")
+
+
+def _check_still(path: Path, kind: str, data: bytes) -> None:
+    """Refuse animations: OpenCV would decode the first frame only and the rest would be lost silently."""
+    animated = False
+    if kind == "webp":
+        animated = bool(data[12:16] == b"VP8X" and data[20] & 0x02) or any(
+            chunk == b"ANMF" for chunk, _, _ in _riff_chunks(data)
+        )
+    elif kind == "png":
+        animated = any(chunk == b"acTL" and struct.unpack(">I", data[start : start + 4])[0] > 1
+                       for chunk, start, _ in _png_chunks(data))
+    if animated:
+        raise InputImageError(f"{path}: an animated {kind.upper()}; only still images are supported")
+
+
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """(type, body start, body length) of each PNG chunk up to the first IDAT."""
+    position = 8
+    while position + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        yield kind, position + 8, length
+        if kind in (b"IDAT", b"IEND"):
+            return
+        position += 12 + length
+
+
+def _riff_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """(fourcc, body start, body length) of each top-level chunk of a RIFF (WebP) file."""
+    position = 12
+    while position + 8 <= len(data):
+        kind, length = struct.unpack("<4sI", data[position : position + 8])
+        yield kind, position + 8, length
+        position += 8 + length + (length & 1)
 
 
 def header_size(data: bytes) -> tuple[int, int] | None:
@@ -103,20 +259,43 @@ def _png_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # frame headers (DHT, JPG, DAC are not)
+
+
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(marker, body start, body length) of each JPEG header segment, up to the start of scan.
+
+    Walks as libjpeg's next_marker() does: bytes before a 0xFF are junk and skipped (libjpeg only warns
+    "extraneous bytes before marker" and decodes), repeated 0xFF are fill; so no file libjpeg would
+    decode in full can hide its frame size from this walk.
+    """
+    position = 2
+    while True:
+        position = data.find(b"\xff", position)
+        while 0 <= position < len(data) and data[position] == 0xFF:
+            position += 1
+        if position < 0 or position + 2 >= len(data):
+            return
+        marker = data[position]
+        position += 1
+        if marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD8:  # stuffed zero, TEM, RSTn, SOI: no length
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, start of scan
+            return
+        length = struct.unpack(">H", data[position : position + 2])[0]
+        if length < 2:
+            return
+        yield marker, position + 2, length - 2
+        position += length
+
+
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     if not data.startswith(b"\xff\xd8"):
         return None
-    position = 2
-    while position + 9 < len(data) and data[position] == 0xFF:
-        marker = data[position + 1]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-            position += 1 if marker == 0xFF else 2
-            continue
-        length = struct.unpack(">H", data[position + 2 : position + 4])[0]
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            height, width = struct.unpack(">HH", data[position + 5 : position + 9])
+    for marker, start, length in _jpeg_segments(data):
+        if marker in _SOF_MARKERS and length >= 5:
+            height, width = struct.unpack(">HH", data[start + 1 : start + 5])
             return width, height
-        position += 2 + length
     return None
 
 
@@ -170,35 +349,19 @@ def _tiff_size(data: bytes) -> tuple[int, int] | None:
 def _exif_block(data: bytes) -> bytes | None:
     """The TIFF-structured EXIF block of a JPEG (APP1), PNG (eXIf) or WebP (EXIF chunk), if any."""
     if data.startswith(b"\xff\xd8"):
-        position = 2
-        while position + 4 <= len(data) and data[position] == 0xFF:
-            marker = data[position + 1]
-            if marker == 0xDA:  # start of scan: no metadata after this
-                return None
-            length = struct.unpack(">H", data[position + 2 : position + 4])[0]
-            body = data[position + 4 : position + 2 + length]
+        for marker, start, length in _jpeg_segments(data):
+            body = data[start : start + length]
             if marker == 0xE1 and body.startswith(b"Exif\x00\x00"):
                 return body[6:]
-            position += 2 + length
         return None
     if data.startswith(_PNG_SIGNATURE):
-        position = 8
-        while position + 8 <= len(data):
-            length, kind = struct.unpack(">I4s", data[position : position + 8])
-            if kind == b"eXIf":
-                return data[position + 8 : position + 8 + length]
-            if kind in (b"IDAT", b"IEND"):
-                return None
-            position += 12 + length
-        return None
+        return next((data[start : start + length] for kind, start, length in _png_chunks(data) if kind == b"eXIf"),
+                    None)
     if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
-        position = 12
-        while position + 8 <= len(data):
-            kind, length = struct.unpack("<4sI", data[position : position + 8])
+        for kind, start, length in _riff_chunks(data):
             if kind == b"EXIF":
-                block = data[position + 8 : position + 8 + length]
+                block = data[start : start + length]
                 return block[6:] if block.startswith(b"Exif\x00\x00") else block
-            position += 8 + length + (length & 1)
     return None
 
 
@@ -245,7 +408,7 @@ def encode_image(image: np.ndarray, extension: str, quality: int | None = None) 
         known = ", ".join(IMAGE_EXTENSIONS)
         raise OutputError(f"cannot write {extension or 'files without an extension'}: use {known}")
     if image.dtype == np.uint16 and extension not in SIXTEEN_BIT_EXTENSIONS:
-        image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        image = to_8bit(image)
     if image.ndim == 3 and image.shape[2] == 4 and extension not in ALPHA_EXTENSIONS:
         image = _over_white(image)
     if image.ndim == 3:
@@ -264,6 +427,13 @@ def encode_image(image: np.ndarray, extension: str, quality: int | None = None) 
     return encoded.tobytes()
 
 
+def to_8bit(image: np.ndarray) -> np.ndarray:
+    """uint16 -> uint8 by rounding v * 255 / 65535 (65535 -> 255 exactly); uint8 passes unchanged."""
+    if image.dtype == np.uint8:
+        return image
+    return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
 def _over_white(image: np.ndarray) -> np.ndarray:
     """Flatten RGBA onto white for formats without alpha (what viewers show for transparent areas)."""
     peak = np.iinfo(image.dtype).max
@@ -272,28 +442,7 @@ def _over_white(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(flat), 0, peak).astype(image.dtype)
 
 
-def write_image(path: Path, image: np.ndarray, quality: int | None = None) -> None:
-    """Write atomically: the bytes go to a temp file beside `path`, renamed over it only when complete."""
+def write_image(path: Path, image: np.ndarray, quality: int | None = None, *, overwrite: bool = True) -> None:
+    """Write atomically (see srcli.files): encoded first, so a bad format fails before any file exists."""
     path = Path(path)
-    write_atomic(path, encode_image(image, path.suffix, quality))
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Never leave a partial file at `path`, even on Ctrl-C or a full disk."""
-    try:
-        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below; must outlive the block for os.replace
-            dir=path.parent, prefix=f".{path.name}.", suffix=".part", delete=False
-        )
-    except OSError as error:
-        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
-    temp = Path(handle.name)
-    try:
-        with handle:
-            handle.write(data)
-        os.chmod(temp, 0o666 & ~_UMASK)  # temp files are private (0600); outputs get the usual mode
-        os.replace(temp, path)
-    except BaseException as error:
-        temp.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
-        raise
+    write_atomic(path, encode_image(image, path.suffix, quality), overwrite=overwrite)

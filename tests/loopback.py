@@ -1,7 +1,9 @@
 """A real HTTP file server on 127.0.0.1 for download tests: Range requests, dropped connections, 404s.
 
 Tests add files (`server.add(path, data)`), optionally make the first request for a path stop after
-some bytes (`drop_after`) or ignore Range (`ignore_range`), and read back what was asked (`requests`).
+some bytes (`drop_after`), ignore Range (`ignore_range`), send no Content-Length and stream the body
+`repeat` times (`no_length`), or call `on_resume` when a Range request comes and then hold it open
+until the server closes; and read back what was asked (`requests`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import io
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -27,6 +30,9 @@ class Served:
     data: bytes
     drop_after: int | None = None  # first request only: send this many body bytes, then close the socket
     ignore_range: bool = False
+    no_length: bool = False
+    repeat: int = 1
+    on_resume: Callable[[], None] | None = None
 
 
 @dataclass
@@ -40,10 +46,12 @@ class Seen:
 class FileServer:
     files: dict[str, Served] = field(default_factory=dict)
     requests: list[Seen] = field(default_factory=list)
+    closing: threading.Event = field(default_factory=threading.Event)
 
-    def add(self, path: str, data: bytes, *, drop_after: int | None = None, ignore_range: bool = False) -> str:
+    def add(self, path: str, data: bytes, *, drop_after: int | None = None, ignore_range: bool = False,
+            no_length: bool = False, repeat: int = 1, on_resume: Callable[[], None] | None = None) -> str:
         """Serve `data` at `path`; returns its full URL."""
-        self.files["/" + path.lstrip("/")] = Served(data, drop_after, ignore_range)
+        self.files["/" + path.lstrip("/")] = Served(data, drop_after, ignore_range, no_length, repeat, on_resume)
         return self.url(path)
 
     def url(self, path: str = "") -> str:
@@ -57,6 +65,7 @@ class FileServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.closing.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
@@ -79,6 +88,12 @@ def _handler_for(server: FileServer) -> type[BaseHTTPRequestHandler]:
                 return
             data, start = served.data, 0
             match = re.fullmatch(r"bytes=(\d+)-", asked or "")
+            if match and served.on_resume is not None:
+                server.requests.append(Seen(self.path, asked, 0))
+                served.on_resume()
+                server.closing.wait(60)  # hold the request open, answering nothing
+                self.close_connection = True
+                return
             if match and not served.ignore_range:
                 start = int(match.group(1))
                 if start >= len(data):
@@ -92,6 +107,9 @@ def _handler_for(server: FileServer) -> type[BaseHTTPRequestHandler]:
             else:
                 self._status(200, asked)
             body = data[start:]
+            if served.no_length:
+                self._stream(body, served.repeat)
+                return
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Accept-Ranges", "bytes")
             self.end_headers()
@@ -103,6 +121,17 @@ def _handler_for(server: FileServer) -> type[BaseHTTPRequestHandler]:
                 self.connection.shutdown(2)
                 return
             self.wfile.write(body)
+
+        def _stream(self, body: bytes, repeat: int) -> None:
+            """No Content-Length: the body is `body` `repeat` times, ended by closing the connection."""
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            try:
+                for _ in range(repeat):
+                    self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):  # the client stopped reading: what is tested
+                pass
 
         def _status(self, code: int, asked: str | None) -> None:
             server.requests.append(Seen(self.path, asked, code))

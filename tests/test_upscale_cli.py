@@ -257,3 +257,18 @@ def test_ctrl_c_leaves_no_partial_file_and_exits_130(tmp_path):
     assert len(written) < 6 and not any(name.endswith(".part") for name in written)
     for name in written:
         assert cv2.imread(str(tmp_path / "out" / name)).shape == (640, 640, 3)
+
+
+def test_finite_weights_that_overflow_fail_the_image_instead_of_writing_black(cli, tmp_path):
+    """Weights that pass the load check but drive activations past fp32's range: a failed image, no file."""
+    torch.manual_seed(0)
+    model = build("edsr", blocks=1, features=8, scale=2)
+    with torch.no_grad():
+        model.head[0].weight.fill_(1e36)  # finite, but 1e36 x 255 x 27 taps is beyond fp32's 3.4e38
+    checkpoint = tmp_path / "overflow_x2.pt"
+    torch.save(model.state_dict(), checkpoint)
+    source = _image(tmp_path / "a.png")
+    code, _, err = cli("upscale", source, "--weights", checkpoint)
+    line = assert_one_error_line(code, err)
+    assert str(source) in line and "NaN or infinite" in line
+    assert _files(tmp_path) == ["a.png", "overflow_x2.pt"]

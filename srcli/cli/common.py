@@ -24,9 +24,15 @@ class _State:
 STATE = _State()
 
 
+def print_error(message: str) -> None:
+    """One `error:` line. The message is text, never markup: it quotes file names such as
+    `holiday [draft].png` or `a[/i]b.png`, which rich would otherwise eat or choke on."""
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one error line and return the Exit to raise."""
-    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # messages quote paths: never markup
+    print_error(message)
     return typer.Exit(code)
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -50,9 +51,9 @@ def _results_table(results: list) -> Table:
                          overflow="fold")
     for result in results:
         ref = result.reference
-        method = Path(result.method).name + (" +ens" if result.ensemble else "")
+        method = escape(Path(result.method).name) + (" +ens" if result.ensemble else "")
         table.add_row(
-            result.dataset, f"x{result.scale}", method, f"{result.psnr:.3f}", f"{result.ssim:.4f}",
+            escape(result.dataset), f"x{result.scale}", method, f"{result.psnr:.3f}", f"{result.ssim:.4f}",
             f"{ref.psnr:.2f}/{ref.ssim:.4f}" if ref else "-",
             f"{result.psnr - ref.psnr:+.3f}" if ref else "-",
             f"{result.seconds / max(len(result.rows), 1):.3f}",
@@ -61,11 +62,11 @@ def _results_table(results: list) -> Table:
 
 
 def _per_image_table(result) -> Table:
-    table = Table(title=f"{result.dataset} x{result.scale} {result.method}", header_style="bold")
+    table = Table(title=escape(f"{result.dataset} x{result.scale} {result.method}"), header_style="bold")
     for title in ("image", "PSNR", "SSIM", "seconds"):
         table.add_column(title, justify="left" if title == "image" else "right")
     for row in result.rows:
-        name = row.name + (" (LR made here)" if row.lr_generated else "")
+        name = escape(row.name) + (" (LR made here)" if row.lr_generated else "")
         table.add_row(name, f"{row.psnr:.3f}", f"{row.ssim:.4f}", f"{row.seconds:.3f}")
     return table
 

@@ -99,7 +99,9 @@ def download_progress() -> Iterator[Callable[[str], download.Progress]]:
     """
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())
-    with Progress(*columns, console=console) as bar:
+    # Transient in logs and pipes: the summary that follows says the same, and an interrupted download must
+    # leave only its one `interrupted:` line, not a frozen bar above it.
+    with Progress(*columns, console=console, transient=not console.is_terminal) as bar:
 
         def track(label: str) -> download.Progress:
             tasks: list[TaskID] = []
@@ -205,18 +207,23 @@ def register(app: typer.Typer) -> None:
         items = download.lookup(expand_download_names(names, parts or ()))
         results: list[dict[str, Any]] = []
         failures: list[SrcliError] = []
-        with download_progress() as track:
-            for item in items:
-                was_present = item.present()
-                try:
-                    path = item.fetch(mirror, track(item.name))
-                except SrcliError as error:
-                    failures.append(error)
-                    results.append({"name": item.name, "kind": item.kind, "status": "failed", "error": str(error)})
-                    continue
-                status = "present" if was_present else "downloaded"
-                results.append({"name": item.name, "kind": item.kind, "status": status, "path": str(path),
-                                "bytes": _size_on_disk(path)})
+        try:
+            with download_progress() as track:
+                for item in items:
+                    was_present = item.present()
+                    try:
+                        path = item.fetch(mirror, track(item.name))
+                    except SrcliError as error:
+                        failures.append(error)
+                        results.append({"name": item.name, "kind": item.kind, "status": "failed", "error": str(error)})
+                        continue
+                    status = "present" if was_present else "downloaded"
+                    results.append({"name": item.name, "kind": item.kind, "status": status, "path": str(path),
+                                    "bytes": _size_on_disk(path)})
+        except KeyboardInterrupt:
+            console.print(f"[yellow]interrupted[/]: {escape(item.name)} is partly downloaded; the partial file is "
+                          "kept and running the same command again resumes it", soft_wrap=True)
+            raise SystemExit(130) from None
         if as_json:
             typer.echo(json.dumps(results, indent=2))
         else:
@@ -284,7 +291,7 @@ def _summary_table(results: list[dict[str, Any]]) -> Table:
         table.add_column(header, justify="right" if header == "size" else "left")
     styles = {"downloaded": "green", "present": "cyan", "failed": "red"}
     for row in results:
-        table.add_row(row["name"], f"[{styles[row['status']]}]{row['status']}[/]",
-                      _megabytes(row.get("bytes")) if "bytes" in row else "", row.get("path", ""))
+        table.add_row(escape(row["name"]), f"[{styles[row['status']]}]{row['status']}[/]",
+                      _megabytes(row.get("bytes")) if "bytes" in row else "", escape(row.get("path", "")))
     return table
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -65,7 +66,7 @@ class _Display:
         kind = event["kind"]
         if kind in ("data", "warning"):
             style = "yellow" if kind == "warning" else "dim"
-            console.print(f"[{style}]{kind}:[/] {event['message']}", soft_wrap=True)
+            console.print(f"[{style}]{kind}:[/] {escape(event['message'])}", soft_wrap=True)
         elif kind == "start":
             self.state.update(step=event["step"], steps=event["steps"], device=event["device"], amp=event["amp"],
                               recipe=event["config"]["recipe"])
@@ -91,7 +92,7 @@ class _Display:
             console.print(f"val step {event['step']}: PSNR {event['psnr']:.3f} dB, SSIM {event['ssim']:.4f} "
                           f"({scales})", soft_wrap=True)
         elif kind == "checkpoint" and self.headless:
-            console.print(f"[dim]checkpoint step {event['step']} -> {event['path']}[/]", soft_wrap=True)
+            console.print(f"[dim]checkpoint step {event['step']} -> {escape(str(event['path']))}[/]", soft_wrap=True)
         if self.live is not None:
             self.live.update(self._render())
 
@@ -200,10 +201,12 @@ def register(app: typer.Typer) -> None:
                 signal.signal(sig, handler)
         if result.weights is None:  # a DDP rank other than 0
             return
-        summary = f"step {result.step:,} in {_duration(time.perf_counter() - started)}; weights {result.weights}"
+        weights = escape(str(result.weights))
+        summary = f"step {result.step:,} in {_duration(time.perf_counter() - started)}; weights {weights}"
         if result.last_val:
             summary += f"; last val PSNR {result.last_val['psnr']:.3f} dB"
         if result.interrupted:
-            console.print(f"[yellow]stopped[/] at {summary}; continue with --resume --out {result.run_dir}")
+            run_dir = escape(str(result.run_dir))
+            console.print(f"[yellow]stopped[/] at {summary}; continue with --resume --out {run_dir}")
             raise typer.Exit(130)
         console.print(f"[green]done[/]: {summary}", soft_wrap=True)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -25,7 +26,7 @@ from srcli.batch import (
     run_jobs,
     scale_label,
 )
-from srcli.cli.common import console, stdout
+from srcli.cli.common import console, print_error, stdout
 from srcli.cli.models_cmd import download_progress
 from srcli.engine import UpscaleOptions, Upscaler, choose_device, choose_dtype, precision_name, refuse_cpu_half
 from srcli.errors import SrcliError
@@ -215,7 +216,8 @@ def _upscale(
             _report_failure(problem)
         if not lone:
             where = f", {shard.world} processes" if shard.world > 1 else ""
-            heading = f"upscaling {len(jobs)} image(s) x{label} with {Path(resolved.name).name} on {device}{where}"
+            model = escape(Path(resolved.name).name)
+            heading = f"upscaling {len(jobs)} image(s) x{label} with {model} on {device}{where}"
             console.print(heading, soft_wrap=True)
 
     with _progress(len(mine)) as progress:
@@ -233,7 +235,7 @@ def _upscale(
             progress.advance(images)
             shown = result.status == "written" and result.plan is not None and not lone
             if shown and (verbose or _plan_note(result.plan)):
-                progress.console.print(f"{result.source}: {_plan_text(result.plan)}", soft_wrap=True)
+                progress.console.print(f"{escape(result.source)}: {_plan_text(result.plan)}", soft_wrap=True)
             if result.status == "failed":
                 _report_failure(result)
 
@@ -266,7 +268,7 @@ def _progress(total: int) -> Progress:
 
 
 def _report_failure(result: ImageResult) -> None:
-    console.print(f"[bold red]error:[/] {result.error}", soft_wrap=True, markup=True, highlight=False)
+    print_error(result.error or "failed")
 
 
 def _plan_note(plan: dict) -> str:
@@ -294,13 +296,14 @@ def _report_single(result: ImageResult, model: str, verbose: bool) -> None:
         (w, h), (ow, oh) = result.input_size, result.output_size
         plan = result.plan or {}
         where = f" on {plan['device']} {plan['precision']}" if plan else ""
+        sizes = f"{w}x{h} -> {ow}x{oh}"
         console.print(
-            f"wrote {result.target} ({w}x{h} -> {ow}x{oh}, {model}{where}, {result.seconds:.1f} s)", soft_wrap=True
+            f"wrote {escape(result.target)} ({sizes}, {escape(model)}{where}, {result.seconds:.1f} s)", soft_wrap=True
         )
         if plan and (verbose or _plan_note(plan)):
             console.print(f"engine: {_plan_text(plan)}", soft_wrap=True)
     elif result.status == "skipped":
-        console.print(f"skipped {result.source}: {result.target} exists", soft_wrap=True)
+        console.print(f"skipped {escape(result.source)}: {escape(result.target)} exists", soft_wrap=True)
 
 
 def _summary_table(summary: Summary) -> Table:

@@ -23,7 +23,7 @@ from srcli.engine.devices import available_memory, choose_device, choose_dtype, 
 from srcli.engine.folded import SAFETY, FoldedRunner
 from srcli.engine.module import ModuleRunner
 from srcli.engine.tiling import TRANSFORMS, Window, dihedral, feather, undo_dihedral, window_size, windows
-from srcli.errors import DeviceError, ScaleError
+from srcli.errors import DeviceError, NonFiniteOutputError, ScaleError
 from srcli.models import ModelSpec, spec_of
 from srcli.resize import imresize
 
@@ -163,9 +163,13 @@ class Upscaler:
         budget = self._budget if self._budget is not None else self.memory_budget()
         try:
             out = self.runner.forward(x, self.dtype, budget)
-            if self.dtype != torch.float32 and not torch.isfinite(out).all():
-                plan.fallbacks += 1
-                out = self.runner.forward(x, torch.float32, budget)
+            if not torch.isfinite(out).all():
+                if self.dtype != torch.float32:
+                    plan.fallbacks += 1
+                    out = self.runner.forward(x, torch.float32, budget)
+                if not torch.isfinite(out).all():
+                    raise NonFiniteOutputError("the network's output holds NaN or infinite values even in fp32 "
+                                               "(its weights make it diverge on this input); nothing was written")
         except torch.cuda.OutOfMemoryError:
             raise _OutOfMemory from None
         except RuntimeError as error:  # MPS and CPU allocators raise plain RuntimeErrors

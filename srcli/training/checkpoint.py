@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -14,25 +12,19 @@ import torch
 from torch import nn
 
 from srcli.errors import CheckpointError, TrainingError
+from srcli.files import atomic_path, sha256_file, write_atomic
 from srcli.weights import read_state_dict
 
 
 def atomic_torch_save(payload: Any, path: Path) -> None:
-    """Write next to the target then rename, so a kill at any moment leaves the old file or the new one."""
+    """torch.save through the atomic writer: a kill at any moment leaves the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as temp:
+        torch.save(payload, temp)
 
 
 def atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, text.encode("utf-8"))
 
 
 def rng_state() -> dict[str, Any]:
@@ -79,18 +71,10 @@ def plain_state_dict(model: nn.Module, fp16: bool = False) -> dict[str, torch.Te
     return state
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def export_weights(state: dict[str, torch.Tensor], run_dir: Path, metadata: dict[str, Any]) -> Path:
     """model.pt (plain state dict that srcli.weights.load_checkpoint takes as it is) + model.json."""
     weights = run_dir / "model.pt"
     atomic_torch_save(state, weights)
-    record = {**metadata, "file": weights.name, "bytes": weights.stat().st_size, "sha256": sha256_of(weights)}
+    record = {**metadata, "file": weights.name, "bytes": weights.stat().st_size, "sha256": sha256_file(weights)}
     atomic_write_text(json.dumps(record, indent=2) + "\n", run_dir / "model.json")
     return weights

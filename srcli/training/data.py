@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from srcli.datasets import prepare
-from srcli.errors import TrainingError
+from srcli.errors import InputImageError, TrainingError
+from srcli.files import atomic_path, write_atomic
+from srcli.imageio import read_image, to_8bit
 from srcli.metrics import rgb_to_y
 from srcli.resize import downscale, imresize, modcrop
 
@@ -71,13 +72,15 @@ def resolve_data_folders(entries: list[str], data_dir: str | Path | None = None)
     return resolved
 
 
-def read_rgb(path: Path) -> np.ndarray | None:
-    """Decode an image as 8-bit RGB; None when it cannot be read."""
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        return None
-    return np.ascontiguousarray(image[:, :, ::-1])
+def read_rgb(path: Path) -> np.ndarray:
+    """An image as 8-bit RGB HxWx3 (grey replicated, alpha dropped, 16-bit rounded), read by imageio's reader.
+
+    Raises InputImageError (one line naming the file) when it cannot be read.
+    """
+    image = to_8bit(read_image(path))
+    if image.ndim == 2:
+        return np.ascontiguousarray(np.repeat(image[:, :, None], 3, axis=2))
+    return np.ascontiguousarray(image[:, :, :3])
 
 
 @dataclass
@@ -104,10 +107,8 @@ def _cache_key(files: list[Path], mode: str, scales: list[int]) -> str:
 
 
 def _save_npz(path: Path, arrays: list[np.ndarray]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
+    with atomic_path(path) as temp, open(temp, "wb") as handle:
         np.savez(handle, *arrays)
-    os.replace(tmp, path)
 
 
 def _load_npz(path: Path) -> list[np.ndarray]:
@@ -133,16 +134,21 @@ def _lr_for(hr: np.ndarray, path: Path, scale: int) -> np.ndarray:
     """The set's own LR where present and of the right size, else the MATLAB bicubic of the HR."""
     own = own_lr_path(path, scale)
     if own is not None:
-        lr = read_rgb(own)
-        if lr is not None and lr.shape[:2] == (hr.shape[0] // scale, hr.shape[1] // scale):
+        try:
+            lr = read_rgb(own)
+        except InputImageError:
+            return downscale(hr, scale)
+        if lr.shape[:2] == (hr.shape[0] // scale, hr.shape[1] // scale):
             return lr
     return downscale(hr, scale)
 
 
-def _prepare_one(path: Path, mode: str, scales: list[int]) -> tuple[np.ndarray, dict[int, np.ndarray]] | None:
-    hr = read_rgb(path)
-    if hr is None:
-        return None
+def _prepare_one(path: Path, mode: str, scales: list[int]) -> tuple[np.ndarray, dict[int, np.ndarray]] | str:
+    """(HR, LR per scale), or why the image was skipped (one line naming it)."""
+    try:
+        hr = read_rgb(path)
+    except InputImageError as error:
+        return str(error)
     lows = {}
     for scale in scales:
         lr = _lr_for(hr, path, scale)
@@ -185,8 +191,8 @@ def load_training_data(
         prepared = list(pool.map(lambda p: _prepare_one(p, mode, scales), files))
     names, hrs, lows = [], [], {s: [] for s in scales}
     for path, item in zip(files, prepared, strict=True):
-        if item is None:
-            emit({"kind": "warning", "message": f"skipped {path}: not a readable image"})
+        if isinstance(item, str):
+            emit({"kind": "warning", "message": f"skipped {item}"})
             continue
         names.append(str(path))
         hrs.append(item[0])
@@ -199,9 +205,7 @@ def load_training_data(
         _save_npz(cache_paths["hr"], hrs)
         for scale in scales:
             _save_npz(cache_paths[scale], lows[scale])
-        tmp = cache_dir / f"{key}.json.tmp"
-        tmp.write_text(json.dumps({"names": names, "mode": mode, "scales": scales}))
-        os.replace(tmp, cache_dir / f"{key}.json")
+        write_atomic(cache_dir / f"{key}.json", json.dumps({"names": names, "mode": mode, "scales": scales}).encode())
     return TrainingData(mode, names, hrs, lows)
 
 
