@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich import box
@@ -22,9 +22,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from srcli import download, weights
+from srcli import download
 from srcli.cli.common import console
 from srcli.errors import SrcliError
+
+if TYPE_CHECKING:  # the catalogue imports torch: loaded when a command runs, never for --help
+    from srcli import weights
 
 # Modules that register downloadable things with srcli.download.register() when imported.
 PROVIDERS: tuple[str, ...] = ("srcli.weights", "srcli.datasets")
@@ -65,6 +68,8 @@ def _as_record(entry: weights.Weights) -> dict[str, Any]:
 
 def _catalogue_table(entries: list[weights.Weights]) -> Table:
     """Fits 80 columns (CI logs, pipes): the name says the architecture; DIV2K and Set14 scores are in --json."""
+    from srcli import weights
+
     table = Table(title="srcli pretrained models (Set5 PSNR, Y channel)", title_justify="left",
                   box=box.SIMPLE_HEAD, show_edge=False, header_style="bold", caption_justify="left")
     table.add_column("name", no_wrap=True)
@@ -138,6 +143,8 @@ def register(app: typer.Typer) -> None:
 
           srcli models --json | jq -r '.[] | select(.status != "remote") | .name'
         """
+        from srcli import weights
+
         entries = list(weights.catalogue().values())
         if as_json:
             typer.echo(json.dumps([_as_record(entry) for entry in entries], indent=2))

@@ -5,32 +5,20 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from srcli import weights
-from srcli.batch import (
-    BatchCallbacks,
-    ImageResult,
-    Job,
-    Shard,
-    Summary,
-    collect_inputs,
-    gather_results,
-    join_shard,
-    leave_shard,
-    plan_jobs,
-    run_jobs,
-    scale_label,
-)
 from srcli.cli.common import console, stdout
-from srcli.cli.models_cmd import download_progress
-from srcli.engine import UpscaleOptions, Upscaler, choose_device, choose_dtype, precision_name, refuse_cpu_half
 from srcli.errors import SrcliError
 from srcli.imageio import DEFAULT_MAX_PIXELS
-from srcli.pipeline import ImagePipeline
+
+if TYPE_CHECKING:  # the core (and torch) loads when a command runs, never for --help
+    from srcli import weights
+    from srcli.batch import ImageResult, Job, Shard, Summary
+    from srcli.engine import UpscaleOptions, Upscaler
 
 _UNITS = {"k": 1e3, "m": 1e6, "mp": 1e6, "g": 1e9, "gp": 1e9}
 
@@ -53,6 +41,9 @@ def resolve_model(
     model: str | None, weights_path: Path | None, scale: int | None, mirror: str | None = None
 ) -> tuple[weights.ResolvedModel, int]:
     """weights.select, with a byte bar while a catalogue file downloads on a terminal (logs and pipes need none)."""
+    from srcli import weights
+    from srcli.cli.models_cmd import download_progress
+
     if not console.is_terminal:
         return weights.select(model, weights_path, scale, mirror=mirror)
     name = model or (weights_path.name if weights_path is not None else "the default model")
@@ -131,6 +122,9 @@ def register(app: typer.Typer) -> None:
 
           torchrun --nproc-per-node 4 -m srcli upscale huge/ -o out/   (a share each)
         """
+        from srcli.batch import join_shard, leave_shard
+        from srcli.engine import UpscaleOptions
+
         if skip_existing and overwrite:
             raise SrcliError("--skip-existing and --overwrite contradict each other: pick one")
         pixel_limit = parse_pixels(max_pixels) or None
@@ -173,6 +167,8 @@ def register(app: typer.Typer) -> None:
 
 def check_device(device: str, precision: str) -> None:
     """Refuse an absent device or a precision that cannot help, before any input is looked at."""
+    from srcli.engine import choose_device, choose_dtype, refuse_cpu_half
+
     chosen = choose_device(device)
     choose_dtype(precision, chosen)
     refuse_cpu_half(chosen, precision)
@@ -180,6 +176,8 @@ def check_device(device: str, precision: str) -> None:
 
 def _shard_device(device: str, shard: Shard) -> str:
     """Under torchrun with GPUs, each local rank takes its own GPU."""
+    from srcli.engine import choose_device
+
     if device != "auto" or shard.world == 1:
         return device
     return str(choose_device("auto", local_rank=shard.local_rank))
@@ -200,6 +198,18 @@ def _upscale(
     as_json: bool,
     verbose: bool = False,
 ) -> int:
+    from srcli.batch import (
+        BatchCallbacks,
+        Summary,
+        collect_inputs,
+        gather_results,
+        plan_jobs,
+        run_jobs,
+        scale_label,
+    )
+    from srcli.engine import Upscaler, precision_name
+    from srcli.pipeline import ImagePipeline
+
     started = time.perf_counter()
     found, problems = collect_inputs(inputs, recursive)
     label = scale_label(options.outscale or scale)
@@ -320,6 +330,8 @@ def _summary_table(summary: Summary) -> Table:
 
 
 def _json(summary: Summary, model: str, scale: int, label: str, upscaler: Upscaler, shard: Shard) -> dict:
+    from srcli.engine import precision_name
+
     return {
         "model": model,
         "scale": scale,
