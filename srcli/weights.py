@@ -387,26 +387,45 @@ def resolve(
     return ResolvedModel(model, spec, str(name_or_path), path)
 
 
+DEFAULT_SCALES = (2, 3, 4)  # what srcli's own models serve, and what eval scores when no scale is given
+
+
+def own_scales(spec: ModelSpec) -> tuple[int, ...]:
+    """The scales a network is scored at when none is asked for: its own, or x2/x3/x4 if it serves any scale."""
+    return DEFAULT_SCALES if spec.any_scale else spec.scales
+
+
+def nearest_scale(outscale: float, scales: tuple[int, ...] | list[int]) -> int:
+    """The model scale to run for a final `outscale`: the smallest at or above it (a native one when it exists,
+    and never an enlarging resize when one can shrink), else the largest."""
+    above = [s for s in sorted(scales) if s >= outscale]
+    return above[0] if above else max(scales)
+
+
 def select(
     model: str | None = None,
     path: Path | str | None = None,
     scale: int | None = None,
     *,
+    outscale: float | None = None,
     mirror: str | None = None,
     progress: download.Progress | None = None,
 ) -> tuple[ResolvedModel, int]:
-    """What `--model`, `--weights` and `--scale` (each optional) mean together: a ready network and its scale.
+    """What `--model`, `--weights`, `--scale` and `--outscale` (each optional) mean together: a ready network
+    and the scale to run it at.
 
-    Neither model nor path: srcli's embedded model for the scale (x4 when no scale is given). No scale: the
-    network's own when it has exactly one, else x4.
+    Neither model nor path: srcli's embedded model for the scale. No scale: the network's own when it has
+    one; with `outscale`, the served scale nearest above it (`--outscale 2` runs a native x2 model); else x4.
     """
     if model and path:
         raise SrcliError("give --model NAME or --weights PATH, not both")
     name = model or (str(path) if path is not None else None)
     if name is None:
-        scale = scale or 4
+        if scale is None:
+            served = [s for s in DEFAULT_SCALES if default_model(s)] or [4]
+            scale = nearest_scale(outscale, served) if outscale else 4
         name = default_model(scale)
-        if name is None and scale in (2, 3, 4):
+        if name is None and scale in DEFAULT_SCALES:
             raise SrcliError(
                 f"srcli's embedded x{scale} model is missing from this install: pass --weights PATH or --model NAME"
             )
@@ -416,9 +435,49 @@ def select(
                 "(the x4 model, then a resize), or --weights PATH / --model NAME for a model of that scale"
             )
     resolved = resolve(name, scale, mirror=mirror, progress=progress)
-    if scale is None:  # the checkpoint's own scale when it has one, else the common x4
-        scale = resolved.spec.scales[0] if len(resolved.spec.scales) == 1 else 4
+    if scale is None:  # the checkpoint's own scale when it has one, else the one nearest the outscale, else x4
+        scales = resolved.spec.scales
+        scale = scales[0] if len(scales) == 1 else nearest_scale(outscale, scales) if outscale else 4
     return resolved, scale
+
+
+def select_scales(
+    model: str | None = None,
+    path: Path | str | None = None,
+    scales: list[int] | tuple[int, ...] | None = None,
+    *,
+    mirror: str | None = None,
+    progress: download.Progress | None = None,
+) -> dict[int, ResolvedModel]:
+    """`select` for several scales at once (what `srcli eval` scores): one ready network per scale, every scale
+    checked before anything is downloaded. No scales: the model's own (a x2 export scores x2, an MDSR or the
+    default model x2/x3/x4)."""
+    if model and path:
+        raise SrcliError("give --model NAME or --weights PATH, not both")
+    name = model or (str(path) if path is not None else None)
+    if name is None:
+        return {s: select(None, None, s, mirror=mirror, progress=progress)[0] for s in scales or DEFAULT_SCALES}
+    entry = find(name)
+    family = [s for s in DEFAULT_SCALES if find(name, s) is not None]
+    if entry is None and not family:  # a checkpoint file: load it once, it serves what it serves
+        resolved = resolve(name, None, mirror=mirror, progress=progress)
+        wanted = list(scales or own_scales(resolved.spec))
+        for each in wanted:
+            _check_scale(resolved.name, resolved.spec, each)
+        return dict.fromkeys(wanted, resolved)
+    wanted = list(scales or (own_scales(entry.spec) if entry is not None else family))
+    entries = {}
+    for each in wanted:
+        found = find(name, each)
+        if found is None:
+            raise ScaleError(f"{name} has no x{each} model ({', '.join(f'{name}-x{s}' for s in family)})")
+        _check_scale(found.name, found.spec, each)
+        entries[each] = found
+    ready: dict[str, ResolvedModel] = {}
+    for each, found in entries.items():
+        if found.name not in ready:
+            ready[found.name] = resolve(found.name, each, mirror=mirror, progress=progress)
+    return {each: ready[found.name] for each, found in entries.items()}
 
 
 def _looks_like_path(text: str) -> bool:

@@ -24,19 +24,18 @@ class ProtocolChoice(str, Enum):
     div2k_rgb = "div2k-rgb"
 
 
-def _resolve_models(model: str | None, weights: Path | None, scales: list[int]) -> dict[int, ResolvedModel | None]:
-    """One ready network per scale (None for bicubic), all checked before any image is scored."""
-    from srcli.evaluate import BICUBIC, check_scale
-    from srcli.weights import resolve
+def _resolve_models(
+    model: str | None, weights: Path | None, scales: list[int] | None
+) -> dict[int, ResolvedModel | None]:
+    """One ready network per scale (None for bicubic), all checked before any image is scored.
+
+    No --scale: the model's own scales (x2/x3/x4 for bicubic, MDSR, VDSR and the default model)."""
+    from srcli.evaluate import BICUBIC
+    from srcli.weights import DEFAULT_SCALES, select_scales
 
     if model is not None and model.lower() == BICUBIC:
-        return dict.fromkeys(scales)
-    if weights is not None:  # one file serves every scale it can; refuse the others up front
-        resolved = resolve(str(weights), scales[0])
-        for scale in scales:
-            check_scale(resolved.spec, scale, resolved.name)
-        return dict.fromkeys(scales, resolved)
-    return {scale: resolve(model, scale) for scale in scales}
+        return dict.fromkeys(scales or DEFAULT_SCALES)
+    return dict(select_scales(model, weights, scales))
 
 
 def _results_table(results: list) -> Table:
@@ -78,9 +77,13 @@ def register(app: typer.Typer) -> None:
         sets: list[str] = typer.Argument(
             ..., metavar="SET", help="Datasets: set5 set14 b100 urban100 div2k-valid div2k-valid10."
         ),
-        model: str = typer.Option(None, "--model", "-m", help="Catalogue name, a checkpoint path, or 'bicubic'."),
+        model: str = typer.Option(
+            None, "--model", "-m", help="Catalogue name, checkpoint path or 'bicubic'. Default: srcli's default model."
+        ),
         weights: Path = typer.Option(None, "--weights", "-w", help="A checkpoint file (any supported layout)."),
-        scale: str = typer.Option("2,3,4", "--scale", "-s", help="Scales, comma-separated."),
+        scale: str = typer.Option(
+            None, "--scale", "-s", help="Scales, comma-separated. Default: the model's own (x2,x3,x4 for most)."
+        ),
         ensemble: bool = typer.Option(False, "--ensemble", help="Geometric self-ensemble x8 (the paper's '+')."),
         per_image: bool = typer.Option(False, "--per-image", help="Also show (and put in --json) every image."),
         save_dir: Path = typer.Option(None, "--save-dir", help="Save SR images as <dir>/<set>/x<s>/<name>.png."),
@@ -99,10 +102,14 @@ def register(app: typer.Typer) -> None:
         """Score super-resolution on benchmark sets exactly as the EDSR paper did (Y channel, shave = scale).
 
         Several sets and scales in one call; the paper's Table 3 number beside each mean.
+        Without --model or --weights: srcli's default model (the one `srcli upscale` uses);
+        without --scale: the model's own scales.
 
         Datasets: --data-dir, $SRCLI_DATA, or downloaded once into srcli's data folder.
 
         [bold]Examples[/]
+
+          srcli eval set5                        (the default model, x2/x3/x4)
 
           srcli eval set5 set14 --model bicubic --scale 2,3,4
 
@@ -115,13 +122,13 @@ def register(app: typer.Typer) -> None:
         from srcli.datasets import dataset_spec, prepare
         from srcli.evaluate import BICUBIC, evaluate
 
-        if (model is None) == (weights is None):
-            raise fail("give exactly one of --model NAME (or 'bicubic') and --weights PATH")
-        scales = parse_scales(scale)
+        if model is not None and weights is not None:
+            raise fail("give --model NAME (or 'bicubic') or --weights PATH, not both")
         if ensemble and model is not None and model.lower() == BICUBIC:
             raise fail("--ensemble needs a network; bicubic has nothing to ensemble")
         specs = [dataset_spec(name) for name in dict.fromkeys(sets)]
-        networks = _resolve_models(model, weights, scales)
+        networks = _resolve_models(model, weights, parse_scales(scale) if scale else None)
+        scales = list(networks)
 
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
                    TimeElapsedColumn())

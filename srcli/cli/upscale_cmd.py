@@ -38,17 +38,22 @@ def parse_pixels(text: str) -> int:
 
 
 def resolve_model(
-    model: str | None, weights_path: Path | None, scale: int | None, mirror: str | None = None
+    model: str | None,
+    weights_path: Path | None,
+    scale: int | None,
+    mirror: str | None = None,
+    outscale: float | None = None,
 ) -> tuple[weights.ResolvedModel, int]:
     """weights.select, with a byte bar while a catalogue file downloads on a terminal (logs and pipes need none)."""
     from srcli import weights
     from srcli.cli.models_cmd import download_progress
 
     if not console.is_terminal:
-        return weights.select(model, weights_path, scale, mirror=mirror)
+        return weights.select(model, weights_path, scale, outscale=outscale, mirror=mirror)
     name = model or (weights_path.name if weights_path is not None else "the default model")
     with download_progress() as track:
-        return weights.select(model, weights_path, scale, mirror=mirror, progress=track(f"downloading {name}"))
+        return weights.select(model, weights_path, scale, outscale=outscale, mirror=mirror,
+                              progress=track(f"downloading {name}"))
 
 
 def register(app: typer.Typer) -> None:
@@ -61,7 +66,8 @@ def register(app: typer.Typer) -> None:
             None, "-o", "--output", help="Output file (one input) or folder. Default: beside each input."
         ),
         scale: int | None = typer.Option(
-            None, "-s", "--scale", min=1, help="Model scale: 2, 3 or 4. Default: the checkpoint's, else 4."
+            None, "-s", "--scale", min=1,
+            help="Model scale: 2, 3 or 4. Default: the model's own; with --outscale a native one if any; else 4.",
         ),
         model: str | None = typer.Option(None, "-m", "--model", help="Catalogue model name (see `srcli models`)."),
         weights_path: Path | None = typer.Option(
@@ -82,7 +88,8 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
         precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 or bf16 (fp16/bf16: GPU only)."),
         outscale: float | None = typer.Option(
-            None, "--outscale", min=1.0, help="Final scale if not the model's (model scale, then a resize)."
+            None, "--outscale", min=1.0,
+            help="Final scale, e.g. 3.5: a native model when one exists, else the next scale up and a resize.",
         ),
         output_format: str | None = typer.Option(
             None, "-f", "--format", help="Output format: png, jpg, webp, bmp, tif. Default: the input's."
@@ -131,7 +138,7 @@ def register(app: typer.Typer) -> None:
         check_device(device, precision)
         shard = join_shard()
         try:
-            resolved, scale = resolve_model(model, weights_path, scale, mirror)
+            resolved, scale = resolve_model(model, weights_path, scale, mirror, outscale)
             code = _upscale(
                 shard,
                 inputs,
@@ -215,7 +222,7 @@ def _upscale(
     label = scale_label(options.outscale or scale)
     jobs = plan_jobs(found, output, label, output_format, existing)
     shard.wait_for_all()
-    upscaler = Upscaler(resolved.model, scale, options)
+    upscaler = Upscaler(resolved.model, scale, options, spec=resolved.spec)
     pipeline = ImagePipeline(upscaler)
     device = f"{upscaler.device} {precision_name(upscaler.dtype)}"
     mine = shard.take(jobs)
@@ -225,7 +232,9 @@ def _upscale(
             _report_failure(problem)
         if not lone:
             where = f", {shard.world} processes" if shard.world > 1 else ""
-            heading = f"upscaling {len(jobs)} image(s) x{label} with {Path(resolved.name).name} on {device}{where}"
+            resize = f" ({_resize_note(scale, label)})" if _resize_note(scale, label) else ""
+            heading = (f"upscaling {len(jobs)} image(s) x{label} with {Path(resolved.name).name}{resize} "
+                       f"on {device}{where}")
             console.print(heading, soft_wrap=True)
 
     with _progress(len(mine)) as progress:
@@ -256,7 +265,7 @@ def _upscale(
         if as_json:
             stdout.print_json(json.dumps(_json(summary, resolved.name, scale, label, upscaler, shard)))
         if lone:
-            _report_single(summary.results[0], Path(resolved.name).name, verbose)
+            _report_single(summary.results[0], Path(resolved.name).name, verbose, _resize_note(scale, label))
         else:
             console.print(_summary_table(summary))
     return 1 if summary.count("failed") else 0
@@ -297,13 +306,20 @@ def _plan_text(plan: dict) -> str:
     return f"{text}; [yellow]{note}[/]" if note else text
 
 
-def _report_single(result: ImageResult, model: str, verbose: bool) -> None:
+def _resize_note(scale: int, label: str) -> str:
+    """Said whenever the final size is not the model's own: the user should know a resize was involved."""
+    return "" if label == str(scale) else f"x{scale} model + resize to x{label}"
+
+
+def _report_single(result: ImageResult, model: str, verbose: bool, resize: str = "") -> None:
     if result.status == "written" and result.input_size and result.output_size:
         (w, h), (ow, oh) = result.input_size, result.output_size
         plan = result.plan or {}
         where = f" on {plan['device']} {plan['precision']}" if plan else ""
+        resize = f", {resize}" if resize else ""
         console.print(
-            f"wrote {result.target} ({w}x{h} -> {ow}x{oh}, {model}{where}, {result.seconds:.1f} s)", soft_wrap=True
+            f"wrote {result.target} ({w}x{h} -> {ow}x{oh}, {model}{where}{resize}, {result.seconds:.1f} s)",
+            soft_wrap=True,
         )
         if plan and (verbose or _plan_note(plan)):
             console.print(f"engine: {_plan_text(plan)}", soft_wrap=True)
