@@ -28,10 +28,10 @@ from srcli.datasets import Dataset, ImagePair
 from srcli.engine import UpscaleOptions, Upscaler
 from srcli.errors import OutputError, ScaleError
 from srcli.metrics import psnr, quantize, rgb_to_y, ssim
-from srcli.models import ModelSpec, spec_of
+from srcli.models import ModelSpec, bicubic, spec_of
 from srcli.resize import imresize, modcrop
 
-BICUBIC = "bicubic"
+BICUBIC = bicubic.NAME  # the catalogue method; scored here by the classic MATLAB luma pipeline
 ImageProgress = Callable[[int, int], None]  # (images done, images in the set)
 
 

@@ -28,9 +28,11 @@ from srcli import download
 from srcli.errors import CheckpointError, DownloadError, ScaleError, SrcliError, UnknownModelError
 from srcli.models import (
     ARCHITECTURES,
+    METHODS,
     PRESETS,
     ModelSpec,
     architecture,
+    bicubic,
     build,
     detect,
     load_state_dict,
@@ -38,6 +40,7 @@ from srcli.models import (
     parameter_count,
 )
 
+DEFAULT_SCALES = (2, 3, 4)  # what srcli's own models serve, and what eval scores when no scale is given
 OFFICIAL_BASE = "https://cv.snu.ac.kr/research/EDSR/models/"
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -63,7 +66,7 @@ class Weights:
     sha256: str
     bytes: int
     parameters: int  # trainable, as the papers count them; a test rebuilds every preset to check
-    source: str  # "official" or "embedded"
+    source: str  # "official", "embedded" or "builtin" (a method with no file: bicubic)
     url: str | None = None  # official address (a mirror holds the file under the same name)
     path: Path | None = None  # embedded file
     metrics: dict[str, dict[int, Score]] = field(default_factory=dict)  # set -> scale -> score
@@ -86,12 +89,19 @@ class Weights:
     def build(self) -> nn.Module:
         return build(self.preset, **self.config)
 
+    @property
+    def has_file(self) -> bool:
+        """False for a built-in method (bicubic): nothing to download, verify or load."""
+        return self.source != BUILTIN
+
     def local_path(self) -> Path:
         """Where the file is (embedded) or will be once downloaded (official)."""
         return self.path if self.path is not None else cache_dir() / self.filename
 
     def status(self) -> str:
-        """'embedded', 'cached' (downloaded, right size) or 'remote' (needs a download)."""
+        """'embedded', 'cached' (downloaded, right size), 'remote' (needs a download) or 'built-in'."""
+        if not self.has_file:
+            return "built-in"
         if self.source == "embedded":
             return "embedded" if self.local_path().is_file() else "missing"
         local = self.local_path()
@@ -164,6 +174,23 @@ OFFICIAL: tuple[Weights, ...] = tuple(
 )
 
 
+# --- built-in methods (no file) -----------------------------------------------------------------------
+
+BUILTIN = "builtin"
+# `srcli eval --model bicubic` on Set5/Set14 (the classic MATLAB luma pipeline behind the paper's Bicubic column).
+_BICUBIC_SCORES = {"Set5": ((33.661, 0.9299), (30.392, 0.8682), (28.421, 0.8104)),
+                   "Set14": ((30.232, 0.8687), (27.541, 0.7736), (26.000, 0.7019))}
+BUILTINS: tuple[Weights, ...] = (
+    Weights(
+        name=bicubic.NAME, preset=bicubic.NAME, config={}, scales=DEFAULT_SCALES, filename="", sha256="", bytes=0,
+        parameters=0, source=BUILTIN,
+        metrics={dataset: {s: Score(*row[s - 2]) for s in DEFAULT_SCALES} for dataset, row in _BICUBIC_SCORES.items()},
+        metrics_note="srcli eval --model bicubic: Y of the HR, MATLAB bicubic down and up (the paper's Bicubic column)",
+        description="MATLAB-exact bicubic (srcli.resize.imresize, double precision); any scale; no weights",
+    ),
+)
+
+
 # --- the project's own embedded models (weights/manifest.json) -------------------------------------
 
 
@@ -180,7 +207,7 @@ def _manifest_dir() -> Path | None:
 def _manifest_entry(raw: dict[str, Any], folder: Path) -> Weights:
     """One manifest record -> a catalogue entry (KeyError/TypeError/ValueError on a malformed one)."""
     preset = raw["preset"]
-    if preset not in PRESETS and preset not in ARCHITECTURES:
+    if preset not in PRESETS and preset not in ARCHITECTURES and preset not in METHODS:
         raise ValueError(f"unknown preset {preset!r}")
     metrics = {
         dataset: {int(s): Score(float(v["psnr"]), v.get("ssim")) for s, v in per_scale.items()}
@@ -217,7 +244,7 @@ def embedded() -> list[Weights]:
 def catalogue() -> dict[str, Weights]:
     """Every known pretrained file by name: embedded (project-trained) first, then official."""
     entries: dict[str, Weights] = {}
-    for entry in (*embedded(), *OFFICIAL):
+    for entry in (*embedded(), *OFFICIAL, *BUILTINS):
         if entry.name in entries:
             raise CheckpointError(f"weights manifest: the name {entry.name!r} is used twice")
         entries[entry.name] = entry
@@ -372,6 +399,9 @@ def resolve(
     before anything is fetched. `offline=True` never touches the network.
     """
     entry = find(str(name_or_path), scale)
+    if entry is not None and not entry.has_file:
+        _check_scale(entry.name, entry.spec, scale)
+        return ResolvedModel(entry.build().eval(), entry.spec, entry.name, None, entry)
     if entry is not None:
         _check_scale(entry.name, entry.spec, scale)
         path = ensure_local(entry, mirror=mirror, progress=progress, offline=offline)
@@ -385,9 +415,6 @@ def resolve(
     model, spec = load_checkpoint(path)
     _check_scale(str(name_or_path), spec, scale)
     return ResolvedModel(model, spec, str(name_or_path), path)
-
-
-DEFAULT_SCALES = (2, 3, 4)  # what srcli's own models serve, and what eval scores when no scale is given
 
 
 def own_scales(spec: ModelSpec) -> tuple[int, ...]:
@@ -562,4 +589,4 @@ def _downloadable(entry: Weights) -> download.Downloadable:
     )
 
 
-download.register("weights", lambda: [_downloadable(entry) for entry in catalogue().values()])
+download.register("weights", lambda: [_downloadable(entry) for entry in catalogue().values() if entry.has_file])

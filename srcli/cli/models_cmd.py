@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # the catalogue imports torch: loaded when a command runs, ne
 # Modules that register downloadable things with srcli.download.register() when imported.
 PROVIDERS: tuple[str, ...] = ("srcli.weights", "srcli.datasets")
 
-_STATUS_STYLE = {"cached": "green", "embedded": "cyan", "remote": "dim", "missing": "red"}
+_STATUS_STYLE = {"cached": "green", "embedded": "cyan", "built-in": "cyan", "remote": "dim", "missing": "red"}
 
 
 def _megabytes(size: int | None) -> str:
@@ -56,7 +56,7 @@ def _as_record(entry: weights.Weights) -> dict[str, Any]:
         "name": entry.name, "source": entry.source, "status": entry.status(), "arch": entry.arch,
         "preset": entry.preset, "config": entry.config, "scales": list(entry.scales),
         "parameters": entry.parameters, "filename": entry.filename, "url": entry.url, "sha256": entry.sha256,
-        "bytes": entry.bytes, "path": str(entry.local_path()),
+        "bytes": entry.bytes, "path": str(entry.local_path()) if entry.has_file else None,
         "metrics": {
             dataset: {str(s): {"psnr": score.psnr, "ssim": score.ssim} for s, score in per_scale.items()}
             for dataset, per_scale in entry.metrics.items()
@@ -81,9 +81,10 @@ def _catalogue_table(entries: list[weights.Weights]) -> Table:
     for entry in entries:
         status = entry.status()
         name = f"[bold]{entry.name}[/]" if entry.name in defaults else entry.name
+        sizes = (f"{entry.parameters / 1e6:.2f}M", _megabytes(entry.bytes)) if entry.has_file else ("-", "-")
         table.add_row(
-            name, *(_psnr_cell(entry, scale) for scale in _TABLE_SCALES), f"{entry.parameters / 1e6:.2f}M",
-            _megabytes(entry.bytes), f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]",
+            name, *(_psnr_cell(entry, scale) for scale in _TABLE_SCALES), *sizes,
+            f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]",
         )
     lines = []
     if defaults:
@@ -132,7 +133,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """List the pretrained models: official EDSR-PyTorch files and srcli's own embedded ones.
 
-        Status: [cyan]embedded[/] ships with srcli, [green]cached[/] is downloaded, remote downloads on first use.
+        Status: [cyan]embedded[/] ships with srcli, [green]cached[/] is downloaded, remote downloads on first use;
+        bicubic (built-in) is the MATLAB-exact resize, a method with no weights.
 
         PSNR is what each model's source reports; --json has every set, scale and the protocol.
         The default model (used without --model or --weights) is shown in bold.
