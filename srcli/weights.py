@@ -515,8 +515,10 @@ def _unknown_message(name: str) -> str:
     import difflib
 
     names = sorted(catalogue())
-    close = difflib.get_close_matches(name, names, n=1)
-    hint = f"did you mean {close[0]}? " if close else ""
+    # A prefix ('srcli-mdsr' for 'srcli-mdsr-baseline') is what a user half-remembers; edit distance comes next.
+    prefixed = [n for n in names if n.startswith(name.lower())]
+    close = prefixed[:3] or difflib.get_close_matches(name, names, n=1)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
     return f"unknown model {name!r}: {hint}`srcli models` lists them; or pass a checkpoint file path"
 
 

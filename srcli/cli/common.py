@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import typer
 from rich.console import Console
 
+from srcli.cli.hints import usage_hint
 from srcli.errors import SrcliError
 
 # Human output goes to stderr so stdout stays clean for --json and pipes.
@@ -49,7 +50,8 @@ def _show_click_error(error: Exception) -> None:
     if message.endswith(".") and not message.endswith("..."):
         message = message[:-1]
     hint = f" (see `{context.command_path} --help`)" if context is not None else ""
-    fail(f"{message}{hint}")
+    habit = usage_hint(error)
+    fail(f"{message}; {habit}{hint}" if habit else f"{message}{hint}")
 
 
 def run(app: typer.Typer) -> None:

@@ -101,7 +101,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train")
     def train_command(
-        recipe: str = typer.Option(None, "--recipe", "-r",
+        recipe: str = typer.Option(None, "--recipe",
                                    help="edsr-baseline | edsr | mdsr-baseline | mdsr | vdsr (default: edsr-baseline)"),
         scale: str = typer.Option(None, "--scale", "-s", help="Scale(s): 2, or 2,3,4 for mdsr/vdsr (recipe's)."),
         data: list[str] = typer.Option(
@@ -154,11 +154,11 @@ def register(app: typer.Typer) -> None:
 
         [bold]Examples[/]
 
-          srcli train -r edsr-baseline -s 2 --data T91 --data BSD200 --out runs/x2
+          srcli train --recipe edsr-baseline -s 2 --data T91 --data BSD200 --out runs/x2
 
           srcli train -s 4 --data div2k --init-from runs/x2/model.pt --out runs/x4
 
-          srcli train -r mdsr-baseline -s 2,3,4 --data div2k --val-set set5
+          srcli train --recipe mdsr-baseline -s 2,3,4 --data div2k --val-set set5
 
           srcli train --resume --out runs/x2 --steps 600000
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -97,6 +98,9 @@ def register(app: typer.Typer) -> None:
         quality: int | None = typer.Option(
             None, "-q", "--quality", min=1, max=100, help="JPEG/WebP quality (1-100); WebP without it is lossless."
         ),
+        suffix: str | None = typer.Option(
+            None, "--suffix", help="Output names <stem>_<suffix>.<ext> instead of <stem>_x<scale>.<ext>."
+        ),
         recursive: bool = typer.Option(False, "-r", "--recursive", help="Include images in sub-folders."),
         skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave outputs that already exist."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs that already exist (never inputs)."),
@@ -157,6 +161,7 @@ def register(app: typer.Typer) -> None:
                 output_format,
                 quality,
                 recursive,
+                suffix,
                 "skip" if skip_existing else "overwrite" if overwrite else "refuse",
                 pixel_limit,
                 as_json,
@@ -200,6 +205,7 @@ def _upscale(
     output_format: str | None,
     quality: int | None,
     recursive: bool,
+    suffix: str | None,
     existing: str,
     max_pixels: int | None,
     as_json: bool,
@@ -220,7 +226,7 @@ def _upscale(
     started = time.perf_counter()
     found, problems = collect_inputs(inputs, recursive)
     label = scale_label(options.outscale or scale)
-    jobs = plan_jobs(found, output, label, output_format, existing)
+    jobs = plan_jobs(found, output, label, output_format, existing, suffix)
     shard.wait_for_all()
     upscaler = Upscaler(resolved.model, scale, options, spec=resolved.spec)
     pipeline = ImagePipeline(upscaler)
@@ -255,6 +261,8 @@ def _upscale(
                 progress.console.print(f"{result.source}: {_plan_text(result.plan)}", soft_wrap=True)
             if result.status == "failed":
                 _report_failure(result)
+            for warning in result.warnings:
+                progress.console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
 
         callbacks = BatchCallbacks(started_image, tile_done, finished_image)
         results = run_jobs(mine, pipeline, quality, max_pixels, callbacks, rank=shard.rank)
