@@ -48,7 +48,7 @@ def test_single_image_matches_the_engine_byte_for_byte(cli, tmp_path, checkpoint
     target = tmp_path / "photo_x2.png"
     assert err.strip() == f"wrote {target} (16x12 -> 32x24, tiny_x2.pt on cpu fp32, " + err.split(", ")[-1].strip()
     assert out == ""
-    expected = Upscaler(weights.resolve(str(checkpoint), 2).model, 2, UpscaleOptions(tile=0)).upscale(
+    expected = Upscaler(weights.resolve(str(checkpoint), 2).model, 2, UpscaleOptions(tile=0, border="reflect")).upscale(
         read_image(source)
     ).image
     assert np.array_equal(read_image(target), expected)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from enum import Enum
 
 import typer
 from rich.console import Console
@@ -98,3 +99,11 @@ def parse_scales(text: str) -> list[int]:
     if not scales or any(s < 1 for s in scales):
         raise typer.BadParameter(f"{text!r} holds no valid scale", param_hint="'--scale'")
     return scales
+
+
+class Border(str, Enum):
+    """How images are extended past their edges before the network (srcli.engine.BORDERS)."""
+
+    reflect = "reflect"
+    replicate = "replicate"
+    zero = "zero"

@@ -12,7 +12,7 @@ from rich import box
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from srcli.cli.common import console, fail, parse_scales, stdout
+from srcli.cli.common import Border, console, fail, parse_scales, stdout
 from srcli.errors import DownloadError
 
 if TYPE_CHECKING:
@@ -93,6 +93,10 @@ def register(app: typer.Typer) -> None:
         protocol: ProtocolChoice = typer.Option(
             ProtocolChoice.paper, "--protocol", help="paper: Y, shave=scale. div2k-rgb: RGB, shave=scale+6."
         ),
+        border: Border = typer.Option(
+            Border.zero, "--border",
+            help="zero: the papers' padding (published numbers). reflect / replicate: as `srcli upscale` runs.",
+        ),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
         mirror: str = typer.Option(
             None, "--mirror", help="Base URL holding the dataset archives by file name ($SRCLI_DATASET_MIRROR)."
@@ -165,7 +169,7 @@ def register(app: typer.Typer) -> None:
                     results.append(evaluate(
                         dataset, each_scale, resolved.model if resolved else None, resolved.spec if resolved else None,
                         method=resolved.name if resolved else None, protocol=protocol.value, ensemble=ensemble,
-                        device=device, save_dir=save_dir, progress=on_image,
+                        device=device, save_dir=save_dir, progress=on_image, border=border.value,
                     ))
 
         if as_json:

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from srcli.cli.common import console, stdout
+from srcli.cli.common import Border, console, stdout
 from srcli.errors import SrcliError
 from srcli.imageio import DEFAULT_MAX_PIXELS
 
@@ -86,6 +86,11 @@ def register(app: typer.Typer) -> None:
         batch: int | None = typer.Option(
             None, "--batch", min=1, help="Tiles per forward pass. Default: as many as free memory allows."
         ),
+        border: Border = typer.Option(
+            Border.reflect, "--border",
+            help="Extend the image past its edges before the network: reflect (clean borders), replicate, "
+            "or zero (the papers' padding: darkened edges).",
+        ),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
         precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 or bf16 (fp16/bf16: GPU only)."),
         outscale: float | None = typer.Option(
@@ -157,6 +162,7 @@ def register(app: typer.Typer) -> None:
                     ensemble=ensemble,
                     outscale=outscale,
                     batch=batch,
+                    border=border.value,
                 ),
                 output_format,
                 quality,
