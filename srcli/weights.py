@@ -107,6 +107,22 @@ class Weights:
         local = self.local_path()
         return "cached" if local.is_file() and local.stat().st_size == self.bytes else "remote"
 
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Everything known about the file, torchvision-style: scores (set -> scale -> psnr/ssim), parameters,
+        sha256, size, recipe, steps, data, source and address. Plain data: `srcli models --json` prints it."""
+        return {
+            "name": self.name, "source": self.source, "arch": self.arch, "preset": self.preset, "config": self.config,
+            "scales": list(self.scales), "parameters": self.parameters, "filename": self.filename or None,
+            "url": self.url, "sha256": self.sha256 or None, "bytes": self.bytes,
+            "metrics": {
+                dataset: {s: {"psnr": score.psnr, "ssim": score.ssim} for s, score in per_scale.items()}
+                for dataset, per_scale in self.metrics.items()
+            },
+            "metrics_note": self.metrics_note, "recipe": self.recipe, "steps": self.steps, "data": self.data,
+            "description": self.description,
+        }
+
     def psnr(self, dataset: str, scale: int) -> float | None:
         score = self.metrics.get(dataset, {}).get(scale)
         return score.psnr if score else None

@@ -51,19 +51,12 @@ def _psnr_cell(entry: weights.Weights, scale: int) -> str:
 
 
 def _as_record(entry: weights.Weights) -> dict[str, Any]:
-    """What scripts get from `srcli models --json`: the whole entry plus where it stands locally."""
-    return {
-        "name": entry.name, "source": entry.source, "status": entry.status(), "arch": entry.arch,
-        "preset": entry.preset, "config": entry.config, "scales": list(entry.scales),
-        "parameters": entry.parameters, "filename": entry.filename, "url": entry.url, "sha256": entry.sha256,
-        "bytes": entry.bytes, "path": str(entry.local_path()) if entry.has_file else None,
-        "metrics": {
-            dataset: {str(s): {"psnr": score.psnr, "ssim": score.ssim} for s, score in per_scale.items()}
-            for dataset, per_scale in entry.metrics.items()
-        },
-        "metrics_note": entry.metrics_note, "recipe": entry.recipe, "steps": entry.steps, "data": entry.data,
-        "description": entry.description,
-    }
+    """What scripts get from `srcli models --json`: the entry's meta plus where it stands locally."""
+    record = entry.meta
+    record["metrics"] = {dataset: {str(s): score for s, score in per_scale.items()}
+                         for dataset, per_scale in record["metrics"].items()}
+    record.update(status=entry.status(), path=str(entry.local_path()) if entry.has_file else None)
+    return record
 
 
 def _catalogue_table(entries: list[weights.Weights]) -> Table:
