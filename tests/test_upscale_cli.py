@@ -257,3 +257,27 @@ def test_ctrl_c_leaves_no_partial_file_and_exits_130(tmp_path):
     assert len(written) < 6 and not any(name.endswith(".part") for name in written)
     for name in written:
         assert cv2.imread(str(tmp_path / "out" / name)).shape == (640, 640, 3)
+
+
+# --- progress a person can follow -----------------------------------------------------------------------------
+
+
+def test_headless_batch_prints_a_line_per_image_and_where_the_outputs_went(cli, tmp_path, checkpoint):
+    _image(tmp_path / "in" / "a.png")
+    _image(tmp_path / "in" / "b.png", 1)
+    code, _, err = cli("upscale", tmp_path / "in", "-w", checkpoint, "-o", tmp_path / "out")
+    assert code == 0, err
+    lines = err.splitlines()
+    for name in ("a", "b"):
+        [line] = [line for line in lines if line.startswith(str(tmp_path / "in" / f"{name}.png"))]
+        assert line.startswith(f"{tmp_path / 'in' / name}.png -> {tmp_path / 'out' / name}_x2.png (16x12 -> 32x24, ")
+        assert line.endswith(" s)")
+    assert lines[-1] == f"outputs in {tmp_path / 'out'}{os.sep}"
+
+
+def test_the_progress_bar_shows_an_eta():
+    from rich.progress import TimeRemainingColumn
+
+    from srcli.cli.upscale_cmd import _progress
+
+    assert any(isinstance(column, TimeRemainingColumn) for column in _progress(3).columns)

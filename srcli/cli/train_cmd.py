@@ -35,7 +35,7 @@ class _Display:
 
     def __enter__(self) -> _Display:
         if not self.headless:
-            self.live = Live(self._render(), console=console, refresh_per_second=4, transient=False)
+            self.live = Live(self._render(), console=console, refresh_per_second=1, transient=False)
             self.live.__enter__()
         return self
 
@@ -77,6 +77,8 @@ class _Display:
                 f"to {event['steps']:,}",
                 soft_wrap=True,
             )
+        elif kind == "progress":  # about once a second: the panel moves from the first step
+            self.state.update({key: event[key] for key in ("step", "loss", "steps_per_s", "eta_s")})
         elif kind == "log":
             self.state.update(event)
             if self.headless:

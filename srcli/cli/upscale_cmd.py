@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from srcli.cli.common import Border, console, stdout
@@ -262,6 +270,8 @@ def _upscale(
         def finished_image(result: ImageResult) -> None:
             progress.update(tiles, visible=False)
             progress.advance(images)
+            if not lone and not console.is_terminal:  # logs and pipes: one line per image instead of a bar
+                _report_line(result)
             shown = result.status == "written" and result.plan is not None and not lone
             if shown and (verbose or _plan_note(result.plan)):
                 progress.console.print(f"{result.source}: {_plan_text(result.plan)}", soft_wrap=True)
@@ -282,6 +292,8 @@ def _upscale(
             _report_single(summary.results[0], Path(resolved.name).name, verbose, _resize_note(scale, label))
         else:
             console.print(_summary_table(summary))
+            if _destination(summary):
+                console.print(_destination(summary), soft_wrap=True, markup=False)
     return 1 if summary.count("failed") else 0
 
 
@@ -292,10 +304,32 @@ def _progress(total: int) -> Progress:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
         console=console,
         transient=True,
         disable=not console.is_terminal,
     )
+
+
+def _report_line(result: ImageResult) -> None:
+    """One finished image, for logs: name, sizes and seconds (failures have their own error line)."""
+    if result.status == "written" and result.input_size and result.output_size:
+        (w, h), (ow, oh) = result.input_size, result.output_size
+        console.print(f"{result.source} -> {result.target} ({w}x{h} -> {ow}x{oh}, {result.seconds:.1f} s)",
+                      soft_wrap=True, markup=False)
+    elif result.status == "skipped":
+        console.print(f"skipped {result.source}: {result.target} exists", soft_wrap=True, markup=False)
+
+
+def _destination(summary: Summary) -> str:
+    """Where the outputs went: one folder, or how many under which common folder."""
+    folders = sorted({str(Path(r.target).parent) for r in summary.results if r.status == "written"})
+    if not folders:
+        return ""
+    if len(folders) == 1:
+        return f"outputs in {folders[0]}{os.sep}"
+    return f"outputs in {len(folders)} folders under {os.path.commonpath(folders)}{os.sep}"
 
 
 def _report_failure(result: ImageResult) -> None:
