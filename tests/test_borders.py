@@ -84,7 +84,9 @@ def test_eval_keeps_zero_padding_and_offers_the_border(cli, benchmark_dir):
     def scored(*extra: str) -> float:
         code, out, err = cli("eval", "set5", "--scale", "4", "--data-dir", benchmark_dir, "--json", *extra)
         assert code == 0, err
-        return json.loads(out)["results"][0]["psnr"]
+        report = json.loads(out)
+        assert report["border"] == (extra[1] if extra else "zero")
+        return report["results"][0]["psnr"]
 
     paper, reflect = scored(), scored("--border", "reflect")
     assert paper == scored("--border", "zero")

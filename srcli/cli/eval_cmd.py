@@ -173,11 +173,14 @@ def register(app: typer.Typer) -> None:
                     ))
 
         if as_json:
-            stdout.print_json(json.dumps({"results": [r.to_dict(per_image) for r in results]}))
+            stdout.print_json(json.dumps({"border": border.value, "results": [r.to_dict(per_image) for r in results]}))
             return
         if per_image:
             for result in results:
                 console.print(_per_image_table(result))
         console.print(_results_table(results))
+        if border is not Border.zero and any(r.method != BICUBIC for r in results):
+            console.print(f"[dim]border {border.value}: networks saw the image extended past its edges, "
+                          "not the papers' zero padding[/]", soft_wrap=True)
         if protocol is ProtocolChoice.paper and any(r.method == BICUBIC for r in results):
             console.print("[dim]bicubic: the classic MATLAB luma pipeline that the published Bicubic column used[/]")

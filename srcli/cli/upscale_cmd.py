@@ -252,7 +252,8 @@ def _upscale(
             _report_failure(problem)
         if not lone:
             where = f", {shard.world} processes" if shard.world > 1 else ""
-            resize = f" ({_resize_note(scale, label)})" if _resize_note(scale, label) else ""
+            note = _resize_note(scale, label)
+            resize = f" ({note})" if note else ""
             heading = (f"upscaling {len(jobs)} image(s) x{label} with {Path(resolved.name).name}{resize} "
                        f"on {device}{where}")
             console.print(heading, soft_wrap=True)
@@ -292,8 +293,9 @@ def _upscale(
             _report_single(summary.results[0], Path(resolved.name).name, verbose, _resize_note(scale, label))
         else:
             console.print(_summary_table(summary))
-            if _destination(summary):
-                console.print(_destination(summary), soft_wrap=True, markup=False)
+            destination = _destination(summary)
+            if destination:
+                console.print(destination, soft_wrap=True, markup=False)
     return 1 if summary.count("failed") else 0
 
 
