@@ -16,7 +16,7 @@ import numpy as np
 
 from srcli.engine import ProgressCallback
 from srcli.errors import NonFiniteOutputError, OutputError, OutputExistsError, SrcliError
-from srcli.imageio import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, read_image, write_image
+from srcli.imageio import ALPHA_EXTENSIONS, DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, read_image, write_image
 from srcli.pipeline import ImagePipeline
 
 _GLOB_CHARACTERS = set("*?[")
@@ -52,6 +52,7 @@ class ImageResult:
     seconds: float = 0.0
     rank: int = 0
     plan: dict | None = None  # how the engine ran it (device, precision, tile, tiles, batch, back-offs)
+    warnings: list[str] = field(default_factory=list)  # written, but not quite as asked (alpha flattened)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -134,12 +135,14 @@ def plan_jobs(
     label: str,
     extension: str | None = None,
     existing: str = "refuse",
+    suffix: str | None = None,
 ) -> list[Job]:
     """Map inputs to outputs, refusing (before any work) collisions, overwriting an input, or existing files.
 
     Names are `<stem>_x<label>.<ext>`: beside each file; in `<folder>_x<label>/` for a folder input; under
     `output` when it is a folder (sub-folders mirrored); `output` itself when it names one file for one input.
-    `existing` is refuse | skip | overwrite; an input is never overwritten whatever it says.
+    `existing` is refuse | skip | overwrite; an input is never overwritten whatever it says. `suffix` replaces
+    `x<label>` in file names (`_<suffix>`; '' for none), as Real-ESRGAN's --suffix does.
     """
     if extension is not None:
         extension = "." + extension.lower().lstrip(".")
@@ -153,7 +156,8 @@ def plan_jobs(
 
     jobs: list[Job] = []
     for item in inputs:
-        name = f"{item.path.stem}_x{label}{extension or item.path.suffix}"
+        tag = f"_x{label}" if suffix is None else f"_{suffix}" if suffix else ""
+        name = f"{item.path.stem}{tag}{extension or item.path.suffix}"
         relative = item.path.parent.relative_to(item.root) if item.root is not None else Path()
         if output_is_file:
             target = output
@@ -253,6 +257,7 @@ def _run_one(
         result.plan = plan.to_dict()
         job.target.parent.mkdir(parents=True, exist_ok=True)
         write_image(job.target, upscaled, quality, overwrite=job.existing == "overwrite")
+        result.warnings.extend(_format_losses(job.target, upscaled))
         result.output_size = _size(upscaled)
         result.status = "written"
     except OutputExistsError as error:  # another process wrote the target after planning
@@ -265,6 +270,15 @@ def _run_one(
         result.status, result.error = "failed", f"{job.target}: {error.strerror or error}"
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _format_losses(target: Path, image: np.ndarray) -> list[str]:
+    """What the output format could not hold: a transparent image written where alpha does not exist."""
+    has_alpha = image.ndim == 3 and image.shape[2] == 4
+    if not has_alpha or target.suffix.lower() in ALPHA_EXTENSIONS or image[..., 3].min() == np.iinfo(image.dtype).max:
+        return []
+    return [f"{target}: {target.suffix.lstrip('.').upper()} has no alpha channel, so transparency was flattened "
+            "onto white (use --format png or webp to keep it)"]
 
 
 def _size(image: np.ndarray) -> tuple[int, int]:

@@ -26,10 +26,10 @@ from srcli.engine import UpscaleOptions, Upscaler
 from srcli.errors import ScaleError
 from srcli.imageio import write_image
 from srcli.metrics import psnr, quantize, rgb_to_y, ssim
-from srcli.models import ModelSpec, spec_of
+from srcli.models import ModelSpec, bicubic, spec_of
 from srcli.resize import imresize, modcrop
 
-BICUBIC = "bicubic"
+BICUBIC = bicubic.NAME  # the catalogue method; scored here by the classic MATLAB luma pipeline
 ImageProgress = Callable[[int, int], None]  # (images done, images in the set)
 
 
@@ -192,10 +192,18 @@ def check_scale(spec: ModelSpec, scale: int, label: str) -> None:
 
 
 def scoring_upscaler(
-    network: nn.Module, scale: int, *, spec: ModelSpec | None = None, device: str = "auto", ensemble: bool = False
+    network: nn.Module,
+    scale: int,
+    *,
+    spec: ModelSpec | None = None,
+    device: str = "auto",
+    ensemble: bool = False,
+    border: str = "zero",
 ) -> Upscaler:
-    """The engine as scoring runs it: the whole LR image at once (no tiles), so scores never depend on memory."""
-    return Upscaler(network, scale, UpscaleOptions(device=device, tile=0, ensemble=ensemble), spec=spec)
+    """The engine as scoring runs it: the whole LR image at once (no tiles), so scores never depend on memory.
+    `border` zero is the papers' own padding (what the published numbers were scored with)."""
+    options = UpscaleOptions(device=device, tile=0, ensemble=ensemble, border=border)
+    return Upscaler(network, scale, options, spec=spec)
 
 
 def evaluate(
@@ -210,6 +218,7 @@ def evaluate(
     device: str = "auto",
     save_dir: Path | None = None,
     progress: ImageProgress | None = None,
+    border: str = "zero",
 ) -> SetResult:
     """Score `network` (None: bicubic) on every image of `dataset` at `scale`; SR saved under save_dir if given.
 
@@ -221,7 +230,7 @@ def evaluate(
         spec = spec or spec_of(network)
         method = method or spec.arch
         check_scale(spec, scale, method)
-        upscaler = scoring_upscaler(network, scale, spec=spec, device=device, ensemble=ensemble)
+        upscaler = scoring_upscaler(network, scale, spec=spec, device=device, ensemble=ensemble, border=border)
     column = reference_column(spec if network is not None else None, ensemble)
     result = SetResult(dataset.name, scale, BICUBIC if network is None else str(method), protocol, ensemble,
                        reference=reference(dataset.name, scale, column, protocol))

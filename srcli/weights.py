@@ -36,9 +36,11 @@ from srcli.errors import (
 from srcli.files import sha256_file, write_atomic
 from srcli.models import (
     ARCHITECTURES,
+    METHODS,
     PRESETS,
     ModelSpec,
     architecture,
+    bicubic,
     build,
     detect,
     load_state_dict,
@@ -46,6 +48,7 @@ from srcli.models import (
     parameter_count,
 )
 
+DEFAULT_SCALES = (2, 3, 4)  # what srcli's own models serve, and what eval scores when no scale is given
 OFFICIAL_BASE = "https://cv.snu.ac.kr/research/EDSR/models/"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 MANIFEST = "manifest.json"
@@ -72,7 +75,7 @@ class Weights:
     sha256: str
     bytes: int
     parameters: int  # trainable, as the papers count them; a test rebuilds every preset to check
-    source: str  # "official" or "embedded"
+    source: str  # "official", "embedded" or "builtin" (a method with no file: bicubic)
     url: str | None = None  # official address (a mirror holds the file under the same name)
     path: Path | None = None  # embedded file
     metrics: dict[str, dict[int, Score]] = field(default_factory=dict)  # set -> scale -> score
@@ -95,16 +98,39 @@ class Weights:
     def build(self) -> nn.Module:
         return build(self.preset, **self.config)
 
+    @property
+    def has_file(self) -> bool:
+        """False for a built-in method (bicubic): nothing to download, verify or load."""
+        return self.source != BUILTIN
+
     def local_path(self) -> Path:
         """Where the file is (embedded) or will be once downloaded (official)."""
         return self.path if self.path is not None else cache_dir() / self.filename
 
     def status(self) -> str:
-        """'embedded', 'cached' (downloaded, right size) or 'remote' (needs a download)."""
+        """'embedded', 'cached' (downloaded, right size), 'remote' (needs a download) or 'built-in'."""
+        if not self.has_file:
+            return "built-in"
         if self.source == "embedded":
             return "embedded" if self.local_path().is_file() else "missing"
         local = self.local_path()
         return "cached" if local.is_file() and local.stat().st_size == self.bytes else "remote"
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Everything known about the file, torchvision-style: scores (set -> scale -> psnr/ssim), parameters,
+        sha256, size, recipe, steps, data, source and address. Plain data: `srcli models --json` prints it."""
+        return {
+            "name": self.name, "source": self.source, "arch": self.arch, "preset": self.preset, "config": self.config,
+            "scales": list(self.scales), "parameters": self.parameters, "filename": self.filename or None,
+            "url": self.url, "sha256": self.sha256 or None, "bytes": self.bytes,
+            "metrics": {
+                dataset: {s: {"psnr": score.psnr, "ssim": score.ssim} for s, score in per_scale.items()}
+                for dataset, per_scale in self.metrics.items()
+            },
+            "metrics_note": self.metrics_note, "recipe": self.recipe, "steps": self.steps, "data": self.data,
+            "description": self.description,
+        }
 
     def psnr(self, dataset: str, scale: int) -> float | None:
         score = self.metrics.get(dataset, {}).get(scale)
@@ -173,6 +199,23 @@ OFFICIAL: tuple[Weights, ...] = tuple(
 )
 
 
+# --- built-in methods (no file) -----------------------------------------------------------------------
+
+BUILTIN = "builtin"
+# `srcli eval --model bicubic` on Set5/Set14 (the classic MATLAB luma pipeline behind the paper's Bicubic column).
+_BICUBIC_SCORES = {"Set5": ((33.661, 0.9299), (30.392, 0.8682), (28.421, 0.8104)),
+                   "Set14": ((30.232, 0.8687), (27.541, 0.7736), (26.000, 0.7019))}
+BUILTINS: tuple[Weights, ...] = (
+    Weights(
+        name=bicubic.NAME, preset=bicubic.NAME, config={}, scales=DEFAULT_SCALES, filename="", sha256="", bytes=0,
+        parameters=0, source=BUILTIN,
+        metrics={dataset: {s: Score(*row[s - 2]) for s in DEFAULT_SCALES} for dataset, row in _BICUBIC_SCORES.items()},
+        metrics_note="srcli eval --model bicubic: Y of the HR, MATLAB bicubic down and up (the paper's Bicubic column)",
+        description="MATLAB-exact bicubic (srcli.resize.imresize, double precision); any scale; no weights",
+    ),
+)
+
+
 # --- the project's own embedded models (weights/manifest.json) -------------------------------------
 
 
@@ -189,7 +232,7 @@ def _manifest_dir() -> Path | None:
 def _manifest_entry(raw: dict[str, Any], folder: Path) -> Weights:
     """One manifest record -> a catalogue entry (KeyError/TypeError/ValueError on a malformed one)."""
     preset = raw["preset"]
-    if preset not in PRESETS and preset not in ARCHITECTURES:
+    if preset not in PRESETS and preset not in ARCHITECTURES and preset not in METHODS:
         raise ValueError(f"unknown preset {preset!r}")
     metrics = {
         dataset: {int(s): Score(float(v["psnr"]), v.get("ssim")) for s, v in per_scale.items()}
@@ -226,7 +269,7 @@ def embedded() -> list[Weights]:
 def catalogue() -> dict[str, Weights]:
     """Every known pretrained file by name: embedded (project-trained) first, then official."""
     entries: dict[str, Weights] = {}
-    for entry in (*embedded(), *OFFICIAL):
+    for entry in (*embedded(), *OFFICIAL, *BUILTINS):
         if entry.name in entries:
             raise CheckpointError(f"weights manifest: the name {entry.name!r} is used twice")
         entries[entry.name] = entry
@@ -411,6 +454,9 @@ def resolve(
     before anything is fetched. `offline=True` never touches the network.
     """
     entry = find(str(name_or_path), scale)
+    if entry is not None and not entry.has_file:
+        _check_scale(entry.name, entry.spec, scale)
+        return ResolvedModel(entry.build().eval(), entry.spec, entry.name, None, entry)
     if entry is not None:
         _check_scale(entry.name, entry.spec, scale)
         path = ensure_local(entry, mirror=mirror, progress=progress, offline=offline)
@@ -426,26 +472,42 @@ def resolve(
     return ResolvedModel(model, spec, str(name_or_path), path)
 
 
+def own_scales(spec: ModelSpec) -> tuple[int, ...]:
+    """The scales a network is scored at when none is asked for: its own, or x2/x3/x4 if it serves any scale."""
+    return DEFAULT_SCALES if spec.any_scale else spec.scales
+
+
+def nearest_scale(outscale: float, scales: tuple[int, ...] | list[int]) -> int:
+    """The model scale to run for a final `outscale`: the smallest at or above it (a native one when it exists,
+    and never an enlarging resize when one can shrink), else the largest."""
+    above = [s for s in sorted(scales) if s >= outscale]
+    return above[0] if above else max(scales)
+
+
 def select(
     model: str | None = None,
     path: Path | str | None = None,
     scale: int | None = None,
     *,
+    outscale: float | None = None,
     mirror: str | None = None,
     progress: download.Progress | None = None,
 ) -> tuple[ResolvedModel, int]:
-    """What `--model`, `--weights` and `--scale` (each optional) mean together: a ready network and its scale.
+    """What `--model`, `--weights`, `--scale` and `--outscale` (each optional) mean together: a ready network
+    and the scale to run it at.
 
-    Neither model nor path: srcli's embedded model for the scale (x4 when no scale is given). No scale: the
-    network's own when it has exactly one, else x4.
+    Neither model nor path: srcli's embedded model for the scale. No scale: the network's own when it has
+    one; with `outscale`, the served scale nearest above it (`--outscale 2` runs a native x2 model); else x4.
     """
     if model and path:
         raise SrcliError("give --model NAME or --weights PATH, not both")
     name = model or (str(path) if path is not None else None)
     if name is None:
-        scale = scale or 4
+        if scale is None:
+            served = [s for s in DEFAULT_SCALES if default_model(s)] or [4]
+            scale = nearest_scale(outscale, served) if outscale else 4
         name = default_model(scale)
-        if name is None and scale in (2, 3, 4):
+        if name is None and scale in DEFAULT_SCALES:
             raise SrcliError(
                 f"srcli's embedded x{scale} model is missing from this install: pass --weights PATH or --model NAME"
             )
@@ -455,9 +517,49 @@ def select(
                 "(the x4 model, then a resize), or --weights PATH / --model NAME for a model of that scale"
             )
     resolved = resolve(name, scale, mirror=mirror, progress=progress)
-    if scale is None:  # the checkpoint's own scale when it has one, else the common x4
-        scale = resolved.spec.scales[0] if len(resolved.spec.scales) == 1 else 4
+    if scale is None:  # the checkpoint's own scale when it has one, else the one nearest the outscale, else x4
+        scales = resolved.spec.scales
+        scale = scales[0] if len(scales) == 1 else nearest_scale(outscale, scales) if outscale else 4
     return resolved, scale
+
+
+def select_scales(
+    model: str | None = None,
+    path: Path | str | None = None,
+    scales: list[int] | tuple[int, ...] | None = None,
+    *,
+    mirror: str | None = None,
+    progress: download.Progress | None = None,
+) -> dict[int, ResolvedModel]:
+    """`select` for several scales at once (what `srcli eval` scores): one ready network per scale, every scale
+    checked before anything is downloaded. No scales: the model's own (a x2 export scores x2, an MDSR or the
+    default model x2/x3/x4)."""
+    if model and path:
+        raise SrcliError("give --model NAME or --weights PATH, not both")
+    name = model or (str(path) if path is not None else None)
+    if name is None:
+        return {s: select(None, None, s, mirror=mirror, progress=progress)[0] for s in scales or DEFAULT_SCALES}
+    entry = find(name)
+    family = [s for s in DEFAULT_SCALES if find(name, s) is not None]
+    if entry is None and not family:  # a checkpoint file: load it once, it serves what it serves
+        resolved = resolve(name, None, mirror=mirror, progress=progress)
+        wanted = list(scales or own_scales(resolved.spec))
+        for each in wanted:
+            _check_scale(resolved.name, resolved.spec, each)
+        return dict.fromkeys(wanted, resolved)
+    wanted = list(scales or (own_scales(entry.spec) if entry is not None else family))
+    entries = {}
+    for each in wanted:
+        found = find(name, each)
+        if found is None:
+            raise ScaleError(f"{name} has no x{each} model ({', '.join(f'{name}-x{s}' for s in family)})")
+        _check_scale(found.name, found.spec, each)
+        entries[each] = found
+    ready: dict[str, ResolvedModel] = {}
+    for each, found in entries.items():
+        if found.name not in ready:
+            ready[found.name] = resolve(found.name, each, mirror=mirror, progress=progress)
+    return {each: ready[found.name] for each, found in entries.items()}
 
 
 def _looks_like_path(text: str) -> bool:
@@ -468,8 +570,10 @@ def _unknown_message(name: str) -> str:
     import difflib
 
     names = sorted(catalogue())
-    close = difflib.get_close_matches(name, names, n=1)
-    hint = f"did you mean {close[0]}? " if close else ""
+    # A prefix ('srcli-mdsr' for 'srcli-mdsr-baseline') is what a user half-remembers; edit distance comes next.
+    prefixed = [n for n in names if n.startswith(name.lower())]
+    close = prefixed[:3] or difflib.get_close_matches(name, names, n=1)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
     return f"unknown model {name!r}: {hint}`srcli models` lists them; or pass a checkpoint file path"
 
 
@@ -540,4 +644,4 @@ def _downloadable(entry: Weights) -> download.Downloadable:
     )
 
 
-download.register("weights", lambda: [_downloadable(entry) for entry in catalogue().values()])
+download.register("weights", lambda: [_downloadable(entry) for entry in catalogue().values() if entry.has_file])

@@ -154,7 +154,8 @@ def test_a_new_architecture_is_one_record(tmp_path: Path, monkeypatch, capsys) -
     assert tiled.plan.tiles == 12 and np.array_equal(tiled.image, whole)
 
     source = write_image(tmp_path / "photo.png", seed=4)
-    code, _, err = run_cli(["upscale", str(source), "--weights", str(checkpoint)], capsys, monkeypatch)
+    argv = ["upscale", str(source), "--weights", str(checkpoint), "--border", "zero"]  # as `upscaler` runs
+    code, _, err = run_cli(argv, capsys, monkeypatch)
     assert code == 0, err
     expected = upscaler.upscale(read_image(source)).image
     assert np.array_equal(read_image(tmp_path / "photo_x2.png"), expected)

@@ -99,7 +99,7 @@ def test_single_image_summary_names_the_default_model(cli, image):
 def test_batch_option_and_the_engine_plan_reach_json_and_verbose(cli, image, tmp_path):
     checkpoint = tiny_checkpoint(tmp_path / "tiny_x2.pt")
     code, out, err = cli("upscale", image, "--weights", checkpoint, "--tile", "8", "--tile-pad", "2", "--batch", "3",
-                         "--json", "--verbose", "-o", tmp_path / "big.png")
+                         "--json", "--verbose", "-o", tmp_path / "big.png", "--border", "zero")  # no margin added
     assert code == 0, err
     report = json.loads(out)
     assert report["precision"] == "fp32" and report["device"] == "cpu"

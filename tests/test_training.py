@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -272,3 +273,29 @@ def test_short_run_on_real_images_learns_resumes_and_exports(train_dir: Path, be
     [scored] = _eval_json("set5", "--weights", str(result.weights), "--scale", "2", "--data-dir", str(benchmark_dir))
     assert scored["images"] == 5 and math.isfinite(scored["psnr"])
     assert scored["psnr"] > PSNR_FLOOR, scored["psnr"]
+
+
+def test_the_live_panel_moves_from_the_first_step(tiny_images: Path, tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from srcli.cli.train_cmd import _Display
+
+    settings = {"data": [str(tiny_images)], "out": str(tmp_path / "run"), "batch": 4, "patch": 12, "steps": 3,
+                "log_every": 100, "checkpoint_every": 1000, "seed": 5}
+    config, state = configure("edsr-baseline", settings, resume=False)
+    events: list[dict] = []
+    Trainer(config, state, on_event=events.append).run()
+    kinds = [event["kind"] for event in events]
+    first = events[kinds.index("progress")]
+    assert kinds.index("progress") < kinds.index("log")  # long before --log-every (here only the last step logs)
+    assert first["step"] == 1 and first["steps"] == 3
+    assert math.isfinite(first["loss"]) and first["steps_per_s"] > 0 and first["eta_s"] >= 0
+
+    display = _Display(log_every_line=False)
+    display.state.update(steps=3)
+    display.state.update({k: first[k] for k in ("step", "loss", "steps_per_s", "eta_s")})
+    recorder = Console(record=True, width=100, file=io.StringIO())
+    recorder.print(display._render())
+    text = recorder.export_text()
+    assert "1 / 3" in text and f"{first['loss']:.4f}" in text and "steps/s" in text
+    assert "loss      -" not in text

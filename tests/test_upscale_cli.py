@@ -48,7 +48,7 @@ def test_single_image_matches_the_engine_byte_for_byte(cli, tmp_path, checkpoint
     target = tmp_path / "photo_x2.png"
     assert err.strip() == f"wrote {target} (16x12 -> 32x24, tiny_x2.pt on cpu fp32, " + err.split(", ")[-1].strip()
     assert out == ""
-    expected = Upscaler(weights.resolve(str(checkpoint), 2).model, 2, UpscaleOptions(tile=0)).upscale(
+    expected = Upscaler(weights.resolve(str(checkpoint), 2).model, 2, UpscaleOptions(tile=0, border="reflect")).upscale(
         read_image(source)
     ).image
     assert np.array_equal(read_image(target), expected)
@@ -272,3 +272,27 @@ def test_finite_weights_that_overflow_fail_the_image_instead_of_writing_black(cl
     line = assert_one_error_line(code, err)
     assert str(source) in line and "NaN or infinite" in line
     assert _files(tmp_path) == ["a.png", "overflow_x2.pt"]
+
+
+# --- progress a person can follow -----------------------------------------------------------------------------
+
+
+def test_headless_batch_prints_a_line_per_image_and_where_the_outputs_went(cli, tmp_path, checkpoint):
+    _image(tmp_path / "in" / "a.png")
+    _image(tmp_path / "in" / "b.png", 1)
+    code, _, err = cli("upscale", tmp_path / "in", "-w", checkpoint, "-o", tmp_path / "out")
+    assert code == 0, err
+    lines = err.splitlines()
+    for name in ("a", "b"):
+        [line] = [line for line in lines if line.startswith(str(tmp_path / "in" / f"{name}.png"))]
+        assert line.startswith(f"{tmp_path / 'in' / name}.png -> {tmp_path / 'out' / name}_x2.png (16x12 -> 32x24, ")
+        assert line.endswith(" s)")
+    assert lines[-1] == f"outputs in {tmp_path / 'out'}{os.sep}"
+
+
+def test_the_progress_bar_shows_an_eta():
+    from rich.progress import TimeRemainingColumn
+
+    from srcli.cli.upscale_cmd import _progress
+
+    assert any(isinstance(column, TimeRemainingColumn) for column in _progress(3).columns)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from enum import Enum
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from srcli.cli.hints import usage_hint
 from srcli.errors import SrcliError
 
 # Human output goes to stderr so stdout stays clean for --json and pipes.
@@ -56,7 +58,8 @@ def _show_click_error(error: Exception) -> None:
     if message.endswith(".") and not message.endswith("..."):
         message = message[:-1]
     hint = f" (see `{context.command_path} --help`)" if context is not None else ""
-    fail(f"{message}{hint}")
+    habit = usage_hint(error)
+    fail(f"{message}; {habit}{hint}" if habit else f"{message}{hint}")
 
 
 def run(app: typer.Typer) -> None:
@@ -103,3 +106,11 @@ def parse_scales(text: str) -> list[int]:
     if not scales or any(s < 1 for s in scales):
         raise typer.BadParameter(f"{text!r} holds no valid scale", param_hint="'--scale'")
     return scales
+
+
+class Border(str, Enum):
+    """How images are extended past their edges before the network (srcli.engine.BORDERS)."""
+
+    reflect = "reflect"
+    replicate = "replicate"
+    zero = "zero"

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from srcli.cli.common import console, fail, parse_scales, stdout
+from srcli.cli.common import Border, console, fail, parse_scales, stdout
 from srcli.errors import DownloadError
 
 if TYPE_CHECKING:
@@ -25,19 +25,18 @@ class ProtocolChoice(str, Enum):
     div2k_rgb = "div2k-rgb"
 
 
-def _resolve_models(model: str | None, weights: Path | None, scales: list[int]) -> dict[int, ResolvedModel | None]:
-    """One ready network per scale (None for bicubic), all checked before any image is scored."""
-    from srcli.evaluate import BICUBIC, check_scale
-    from srcli.weights import resolve
+def _resolve_models(
+    model: str | None, weights: Path | None, scales: list[int] | None
+) -> dict[int, ResolvedModel | None]:
+    """One ready network per scale (None for bicubic), all checked before any image is scored.
+
+    No --scale: the model's own scales (x2/x3/x4 for bicubic, MDSR, VDSR and the default model)."""
+    from srcli.evaluate import BICUBIC
+    from srcli.weights import DEFAULT_SCALES, select_scales
 
     if model is not None and model.lower() == BICUBIC:
-        return dict.fromkeys(scales)
-    if weights is not None:  # one file serves every scale it can; refuse the others up front
-        resolved = resolve(str(weights), scales[0])
-        for scale in scales:
-            check_scale(resolved.spec, scale, resolved.name)
-        return dict.fromkeys(scales, resolved)
-    return {scale: resolve(model, scale) for scale in scales}
+        return dict.fromkeys(scales or DEFAULT_SCALES)
+    return dict(select_scales(model, weights, scales))
 
 
 def _results_table(results: list) -> Table:
@@ -79,9 +78,13 @@ def register(app: typer.Typer) -> None:
         sets: list[str] = typer.Argument(
             ..., metavar="SET", help="Datasets: set5 set14 b100 urban100 div2k-valid div2k-valid10."
         ),
-        model: str = typer.Option(None, "--model", "-m", help="Catalogue name, a checkpoint path, or 'bicubic'."),
+        model: str = typer.Option(
+            None, "--model", "-m", help="Catalogue name, checkpoint path or 'bicubic'. Default: srcli's default model."
+        ),
         weights: Path = typer.Option(None, "--weights", "-w", help="A checkpoint file (any supported layout)."),
-        scale: str = typer.Option("2,3,4", "--scale", "-s", help="Scales, comma-separated."),
+        scale: str = typer.Option(
+            None, "--scale", "-s", help="Scales, comma-separated. Default: the model's own (x2,x3,x4 for most)."
+        ),
         ensemble: bool = typer.Option(False, "--ensemble", help="Geometric self-ensemble x8 (the paper's '+')."),
         per_image: bool = typer.Option(False, "--per-image", help="Also show (and put in --json) every image."),
         save_dir: Path = typer.Option(None, "--save-dir", help="Save SR images as <dir>/<set>/x<s>/<name>.png."),
@@ -90,6 +93,10 @@ def register(app: typer.Typer) -> None:
         ),
         protocol: ProtocolChoice = typer.Option(
             ProtocolChoice.paper, "--protocol", help="paper: Y, shave=scale. div2k-rgb: RGB, shave=scale+6."
+        ),
+        border: Border = typer.Option(
+            Border.zero, "--border",
+            help="zero: the papers' padding (published numbers). reflect / replicate: as `srcli upscale` runs.",
         ),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
         mirror: str = typer.Option(
@@ -100,10 +107,14 @@ def register(app: typer.Typer) -> None:
         """Score super-resolution on benchmark sets exactly as the EDSR paper did (Y channel, shave = scale).
 
         Several sets and scales in one call; the paper's Table 3 number beside each mean.
+        Without --model or --weights: srcli's default model (the one `srcli upscale` uses);
+        without --scale: the model's own scales.
 
         Datasets: --data-dir, $SRCLI_DATA, or downloaded once into srcli's data folder.
 
         [bold]Examples[/]
+
+          srcli eval set5                        (the default model, x2/x3/x4)
 
           srcli eval set5 set14 --model bicubic --scale 2,3,4
 
@@ -116,13 +127,13 @@ def register(app: typer.Typer) -> None:
         from srcli.datasets import dataset_spec, prepare
         from srcli.evaluate import BICUBIC, evaluate
 
-        if (model is None) == (weights is None):
-            raise fail("give exactly one of --model NAME (or 'bicubic') and --weights PATH")
-        scales = parse_scales(scale)
+        if model is not None and weights is not None:
+            raise fail("give --model NAME (or 'bicubic') or --weights PATH, not both")
         if ensemble and model is not None and model.lower() == BICUBIC:
             raise fail("--ensemble needs a network; bicubic has nothing to ensemble")
         specs = [dataset_spec(name) for name in dict.fromkeys(sets)]
-        networks = _resolve_models(model, weights, scales)
+        networks = _resolve_models(model, weights, parse_scales(scale) if scale else None)
+        scales = list(networks)
 
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
                    TimeElapsedColumn())
@@ -159,15 +170,18 @@ def register(app: typer.Typer) -> None:
                     results.append(evaluate(
                         dataset, each_scale, resolved.model if resolved else None, resolved.spec if resolved else None,
                         method=resolved.name if resolved else None, protocol=protocol.value, ensemble=ensemble,
-                        device=device, save_dir=save_dir, progress=on_image,
+                        device=device, save_dir=save_dir, progress=on_image, border=border.value,
                     ))
 
         if as_json:
-            stdout.print_json(json.dumps({"results": [r.to_dict(per_image) for r in results]}))
+            stdout.print_json(json.dumps({"border": border.value, "results": [r.to_dict(per_image) for r in results]}))
             return
         if per_image:
             for result in results:
                 console.print(_per_image_table(result))
         console.print(_results_table(results))
+        if border is not Border.zero and any(r.method != BICUBIC for r in results):
+            console.print(f"[dim]border {border.value}: networks saw the image extended past its edges, "
+                          "not the papers' zero padding[/]", soft_wrap=True)
         if protocol is ProtocolChoice.paper and any(r.method == BICUBIC for r in results):
             console.print("[dim]bicubic: the classic MATLAB luma pipeline that the published Bicubic column used[/]")

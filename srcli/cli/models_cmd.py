@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich import box
@@ -23,14 +23,17 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from srcli import download, weights
+from srcli import download
 from srcli.cli.common import console
 from srcli.errors import SrcliError
+
+if TYPE_CHECKING:  # the catalogue imports torch: loaded when a command runs, never for --help
+    from srcli import weights
 
 # Modules that register downloadable things with srcli.download.register() when imported.
 PROVIDERS: tuple[str, ...] = ("srcli.weights", "srcli.datasets")
 
-_STATUS_STYLE = {"cached": "green", "embedded": "cyan", "remote": "dim", "missing": "red"}
+_STATUS_STYLE = {"cached": "green", "embedded": "cyan", "built-in": "cyan", "remote": "dim", "missing": "red"}
 
 
 def _megabytes(size: int | None) -> str:
@@ -49,23 +52,18 @@ def _psnr_cell(entry: weights.Weights, scale: int) -> str:
 
 
 def _as_record(entry: weights.Weights) -> dict[str, Any]:
-    """What scripts get from `srcli models --json`: the whole entry plus where it stands locally."""
-    return {
-        "name": entry.name, "source": entry.source, "status": entry.status(), "arch": entry.arch,
-        "preset": entry.preset, "config": entry.config, "scales": list(entry.scales),
-        "parameters": entry.parameters, "filename": entry.filename, "url": entry.url, "sha256": entry.sha256,
-        "bytes": entry.bytes, "path": str(entry.local_path()),
-        "metrics": {
-            dataset: {str(s): {"psnr": score.psnr, "ssim": score.ssim} for s, score in per_scale.items()}
-            for dataset, per_scale in entry.metrics.items()
-        },
-        "metrics_note": entry.metrics_note, "recipe": entry.recipe, "steps": entry.steps, "data": entry.data,
-        "description": entry.description,
-    }
+    """What scripts get from `srcli models --json`: the entry's meta plus where it stands locally."""
+    record = entry.meta
+    record["metrics"] = {dataset: {str(s): score for s, score in per_scale.items()}
+                         for dataset, per_scale in record["metrics"].items()}
+    record.update(status=entry.status(), path=str(entry.local_path()) if entry.has_file else None)
+    return record
 
 
 def _catalogue_table(entries: list[weights.Weights]) -> Table:
     """Fits 80 columns (CI logs, pipes): the name says the architecture; DIV2K and Set14 scores are in --json."""
+    from srcli import weights
+
     table = Table(title="srcli pretrained models (Set5 PSNR, Y channel)", title_justify="left",
                   box=box.SIMPLE_HEAD, show_edge=False, header_style="bold", caption_justify="left")
     table.add_column("name", no_wrap=True)
@@ -77,9 +75,10 @@ def _catalogue_table(entries: list[weights.Weights]) -> Table:
     for entry in entries:
         status = entry.status()
         name = f"[bold]{entry.name}[/]" if entry.name in defaults else entry.name
+        sizes = (f"{entry.parameters / 1e6:.2f}M", _megabytes(entry.bytes)) if entry.has_file else ("-", "-")
         table.add_row(
-            name, *(_psnr_cell(entry, scale) for scale in _TABLE_SCALES), f"{entry.parameters / 1e6:.2f}M",
-            _megabytes(entry.bytes), f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]",
+            name, *(_psnr_cell(entry, scale) for scale in _TABLE_SCALES), *sizes,
+            f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]",
         )
     lines = []
     if defaults:
@@ -134,7 +133,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """List the pretrained models: official EDSR-PyTorch files and srcli's own embedded ones.
 
-        Status: [cyan]embedded[/] ships with srcli, [green]cached[/] is downloaded, remote downloads on first use.
+        Status: [cyan]embedded[/] ships with srcli, [green]cached[/] is downloaded, remote downloads on first use;
+        bicubic (built-in) is the MATLAB-exact resize, a method with no weights.
 
         PSNR is what each model's source reports; --json has every set, scale and the protocol.
         The default model (used without --model or --weights) is shown in bold.
@@ -147,6 +147,8 @@ def register(app: typer.Typer) -> None:
 
           srcli models --inspect RealESRGAN_x4plus.pth     (any file --weights takes)
         """
+        from srcli import weights
+
         if inspect is not None:
             record = inspect_file(inspect)
             if as_json:
@@ -236,6 +238,7 @@ def register(app: typer.Typer) -> None:
 
 def inspect_file(path: Path) -> dict[str, Any]:
     """What srcli makes of a weights file: the record that read it and what the engine measured at load."""
+    from srcli import weights
     from srcli.engine import UpscaleOptions, Upscaler
 
     model, spec = weights.load_checkpoint(path)

@@ -36,7 +36,7 @@ class _Display:
 
     def __enter__(self) -> _Display:
         if not self.headless:
-            self.live = Live(self._render(), console=console, refresh_per_second=4, transient=False)
+            self.live = Live(self._render(), console=console, refresh_per_second=1, transient=False)
             self.live.__enter__()
         return self
 
@@ -78,6 +78,8 @@ class _Display:
                 f"to {event['steps']:,}",
                 soft_wrap=True,
             )
+        elif kind == "progress":  # about once a second: the panel moves from the first step
+            self.state.update({key: event[key] for key in ("step", "loss", "steps_per_s", "eta_s")})
         elif kind == "log":
             self.state.update(event)
             if self.headless:
@@ -102,7 +104,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train")
     def train_command(
-        recipe: str = typer.Option(None, "--recipe", "-r",
+        recipe: str = typer.Option(None, "--recipe",
                                    help="edsr-baseline | edsr | mdsr-baseline | mdsr | vdsr (default: edsr-baseline)"),
         scale: str = typer.Option(None, "--scale", "-s", help="Scale(s): 2, or 2,3,4 for mdsr/vdsr (recipe's)."),
         data: list[str] = typer.Option(
@@ -155,11 +157,11 @@ def register(app: typer.Typer) -> None:
 
         [bold]Examples[/]
 
-          srcli train -r edsr-baseline -s 2 --data T91 --data BSD200 --out runs/x2
+          srcli train --recipe edsr-baseline -s 2 --data T91 --data BSD200 --out runs/x2
 
           srcli train -s 4 --data div2k --init-from runs/x2/model.pt --out runs/x4
 
-          srcli train -r mdsr-baseline -s 2,3,4 --data div2k --val-set set5
+          srcli train --recipe mdsr-baseline -s 2,3,4 --data div2k --val-set set5
 
           srcli train --resume --out runs/x2 --steps 600000
 

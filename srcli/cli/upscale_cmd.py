@@ -3,35 +3,31 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-from srcli import weights
-from srcli.batch import (
-    BatchCallbacks,
-    ImageResult,
-    Job,
-    Shard,
-    Summary,
-    collect_inputs,
-    gather_results,
-    join_shard,
-    leave_shard,
-    plan_jobs,
-    run_jobs,
-    scale_label,
-)
-from srcli.cli.common import console, print_error, stdout
-from srcli.cli.models_cmd import download_progress
-from srcli.engine import UpscaleOptions, Upscaler, choose_device, choose_dtype, precision_name, refuse_cpu_half
+from srcli.cli.common import Border, console, print_error, stdout
 from srcli.errors import SrcliError
 from srcli.imageio import DEFAULT_MAX_PIXELS
-from srcli.pipeline import ImagePipeline
+
+if TYPE_CHECKING:  # the core (and torch) loads when a command runs, never for --help
+    from srcli import weights
+    from srcli.batch import ImageResult, Job, Shard, Summary
+    from srcli.engine import UpscaleOptions, Upscaler
 
 _UNITS = {"k": 1e3, "m": 1e6, "mp": 1e6, "g": 1e9, "gp": 1e9}
 
@@ -51,14 +47,22 @@ def parse_pixels(text: str) -> int:
 
 
 def resolve_model(
-    model: str | None, weights_path: Path | None, scale: int | None, mirror: str | None = None
+    model: str | None,
+    weights_path: Path | None,
+    scale: int | None,
+    mirror: str | None = None,
+    outscale: float | None = None,
 ) -> tuple[weights.ResolvedModel, int]:
     """weights.select, with a byte bar while a catalogue file downloads on a terminal (logs and pipes need none)."""
+    from srcli import weights
+    from srcli.cli.models_cmd import download_progress
+
     if not console.is_terminal:
-        return weights.select(model, weights_path, scale, mirror=mirror)
+        return weights.select(model, weights_path, scale, outscale=outscale, mirror=mirror)
     name = model or (weights_path.name if weights_path is not None else "the default model")
     with download_progress() as track:
-        return weights.select(model, weights_path, scale, mirror=mirror, progress=track(f"downloading {name}"))
+        return weights.select(model, weights_path, scale, outscale=outscale, mirror=mirror,
+                              progress=track(f"downloading {name}"))
 
 
 def register(app: typer.Typer) -> None:
@@ -71,7 +75,8 @@ def register(app: typer.Typer) -> None:
             None, "-o", "--output", help="Output file (one input) or folder. Default: beside each input."
         ),
         scale: int | None = typer.Option(
-            None, "-s", "--scale", min=1, help="Model scale: 2, 3 or 4. Default: the checkpoint's, else 4."
+            None, "-s", "--scale", min=1,
+            help="Model scale: 2, 3 or 4. Default: the model's own; with --outscale a native one if any; else 4.",
         ),
         model: str | None = typer.Option(None, "-m", "--model", help="Catalogue model name (see `srcli models`)."),
         weights_path: Path | None = typer.Option(
@@ -89,16 +94,25 @@ def register(app: typer.Typer) -> None:
         batch: int | None = typer.Option(
             None, "--batch", min=1, help="Tiles per forward pass. Default: as many as free memory allows."
         ),
+        border: Border = typer.Option(
+            Border.reflect, "--border",
+            help="Extend the image past its edges before the network: reflect (clean borders), replicate, "
+            "or zero (the papers' padding: darkened edges).",
+        ),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
         precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 or bf16 (fp16/bf16: GPU only)."),
         outscale: float | None = typer.Option(
-            None, "--outscale", min=1.0, help="Final scale if not the model's (model scale, then a resize)."
+            None, "--outscale", min=1.0,
+            help="Final scale, e.g. 3.5: a native model when one exists, else the next scale up and a resize.",
         ),
         output_format: str | None = typer.Option(
             None, "-f", "--format", help="Output format: png, jpg, webp, bmp, tif. Default: the input's."
         ),
         quality: int | None = typer.Option(
             None, "-q", "--quality", min=1, max=100, help="JPEG/WebP quality (1-100); WebP without it is lossless."
+        ),
+        suffix: str | None = typer.Option(
+            None, "--suffix", help="Output names <stem>_<suffix>.<ext> instead of <stem>_x<scale>.<ext>."
         ),
         recursive: bool = typer.Option(False, "-r", "--recursive", help="Include images in sub-folders."),
         skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave outputs that already exist."),
@@ -132,13 +146,16 @@ def register(app: typer.Typer) -> None:
 
           torchrun --nproc-per-node 4 -m srcli upscale huge/ -o out/   (a share each)
         """
+        from srcli.batch import join_shard, leave_shard
+        from srcli.engine import UpscaleOptions
+
         if skip_existing and overwrite:
             raise SrcliError("--skip-existing and --overwrite contradict each other: pick one")
         pixel_limit = parse_pixels(max_pixels) or None
         check_device(device, precision)
         shard = join_shard()
         try:
-            resolved, scale = resolve_model(model, weights_path, scale, mirror)
+            resolved, scale = resolve_model(model, weights_path, scale, mirror, outscale)
             code = _upscale(
                 shard,
                 inputs,
@@ -153,10 +170,12 @@ def register(app: typer.Typer) -> None:
                     ensemble=ensemble,
                     outscale=outscale,
                     batch=batch,
+                    border=border.value,
                 ),
                 output_format,
                 quality,
                 recursive,
+                suffix,
                 "skip" if skip_existing else "overwrite" if overwrite else "refuse",
                 pixel_limit,
                 as_json,
@@ -174,6 +193,8 @@ def register(app: typer.Typer) -> None:
 
 def check_device(device: str, precision: str) -> None:
     """Refuse an absent device or a precision that cannot help, before any input is looked at."""
+    from srcli.engine import choose_device, choose_dtype, refuse_cpu_half
+
     chosen = choose_device(device)
     choose_dtype(precision, chosen)
     refuse_cpu_half(chosen, precision)
@@ -181,6 +202,8 @@ def check_device(device: str, precision: str) -> None:
 
 def _shard_device(device: str, shard: Shard) -> str:
     """Under torchrun with GPUs, each local rank takes its own GPU."""
+    from srcli.engine import choose_device
+
     if device != "auto" or shard.world == 1:
         return device
     return str(choose_device("auto", local_rank=shard.local_rank))
@@ -196,15 +219,28 @@ def _upscale(
     output_format: str | None,
     quality: int | None,
     recursive: bool,
+    suffix: str | None,
     existing: str,
     max_pixels: int | None,
     as_json: bool,
     verbose: bool = False,
 ) -> int:
+    from srcli.batch import (
+        BatchCallbacks,
+        Summary,
+        collect_inputs,
+        gather_results,
+        plan_jobs,
+        run_jobs,
+        scale_label,
+    )
+    from srcli.engine import Upscaler, precision_name
+    from srcli.pipeline import ImagePipeline
+
     started = time.perf_counter()
     found, problems = collect_inputs(inputs, recursive)
     label = scale_label(options.outscale or scale)
-    jobs = plan_jobs(found, output, label, output_format, existing)
+    jobs = plan_jobs(found, output, label, output_format, existing, suffix)
     shard.wait_for_all()
     upscaler = Upscaler(resolved.model, scale, options, spec=resolved.spec)
     pipeline = ImagePipeline(upscaler)
@@ -216,8 +252,10 @@ def _upscale(
             _report_failure(problem)
         if not lone:
             where = f", {shard.world} processes" if shard.world > 1 else ""
+            note = _resize_note(scale, label)
+            resize = f" ({note})" if note else ""
             model = escape(Path(resolved.name).name)
-            heading = f"upscaling {len(jobs)} image(s) x{label} with {model} on {device}{where}"
+            heading = f"upscaling {len(jobs)} image(s) x{label} with {model}{resize} on {device}{where}"
             console.print(heading, soft_wrap=True)
 
     with _progress(len(mine)) as progress:
@@ -233,11 +271,15 @@ def _upscale(
         def finished_image(result: ImageResult) -> None:
             progress.update(tiles, visible=False)
             progress.advance(images)
+            if not lone and not console.is_terminal:  # logs and pipes: one line per image instead of a bar
+                _report_line(result)
             shown = result.status == "written" and result.plan is not None and not lone
             if shown and (verbose or _plan_note(result.plan)):
                 progress.console.print(f"{escape(result.source)}: {_plan_text(result.plan)}", soft_wrap=True)
             if result.status == "failed":
                 _report_failure(result)
+            for warning in result.warnings:
+                progress.console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
 
         callbacks = BatchCallbacks(started_image, tile_done, finished_image)
         results = run_jobs(mine, pipeline, quality, max_pixels, callbacks, rank=shard.rank)
@@ -248,9 +290,12 @@ def _upscale(
         if as_json:
             stdout.print_json(json.dumps(_json(summary, resolved.name, scale, label, upscaler, shard)))
         if lone:
-            _report_single(summary.results[0], Path(resolved.name).name, verbose)
+            _report_single(summary.results[0], Path(resolved.name).name, verbose, _resize_note(scale, label))
         else:
             console.print(_summary_table(summary))
+            destination = _destination(summary)
+            if destination:
+                console.print(destination, soft_wrap=True, markup=False)
     return 1 if summary.count("failed") else 0
 
 
@@ -261,10 +306,32 @@ def _progress(total: int) -> Progress:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
         console=console,
         transient=True,
         disable=not console.is_terminal,
     )
+
+
+def _report_line(result: ImageResult) -> None:
+    """One finished image, for logs: name, sizes and seconds (failures have their own error line)."""
+    if result.status == "written" and result.input_size and result.output_size:
+        (w, h), (ow, oh) = result.input_size, result.output_size
+        console.print(f"{result.source} -> {result.target} ({w}x{h} -> {ow}x{oh}, {result.seconds:.1f} s)",
+                      soft_wrap=True, markup=False)
+    elif result.status == "skipped":
+        console.print(f"skipped {result.source}: {result.target} exists", soft_wrap=True, markup=False)
+
+
+def _destination(summary: Summary) -> str:
+    """Where the outputs went: one folder, or how many under which common folder."""
+    folders = sorted({str(Path(r.target).parent) for r in summary.results if r.status == "written"})
+    if not folders:
+        return ""
+    if len(folders) == 1:
+        return f"outputs in {folders[0]}{os.sep}"
+    return f"outputs in {len(folders)} folders under {os.path.commonpath(folders)}{os.sep}"
 
 
 def _report_failure(result: ImageResult) -> None:
@@ -291,14 +358,21 @@ def _plan_text(plan: dict) -> str:
     return f"{text}; [yellow]{note}[/]" if note else text
 
 
-def _report_single(result: ImageResult, model: str, verbose: bool) -> None:
+def _resize_note(scale: int, label: str) -> str:
+    """Said whenever the final size is not the model's own: the user should know a resize was involved."""
+    return "" if label == str(scale) else f"x{scale} model + resize to x{label}"
+
+
+def _report_single(result: ImageResult, model: str, verbose: bool, resize: str = "") -> None:
     if result.status == "written" and result.input_size and result.output_size:
         (w, h), (ow, oh) = result.input_size, result.output_size
         plan = result.plan or {}
         where = f" on {plan['device']} {plan['precision']}" if plan else ""
-        sizes = f"{w}x{h} -> {ow}x{oh}"
+        resize = f", {resize}" if resize else ""
         console.print(
-            f"wrote {escape(result.target)} ({sizes}, {escape(model)}{where}, {result.seconds:.1f} s)", soft_wrap=True
+            f"wrote {escape(result.target)} ({w}x{h} -> {ow}x{oh}, {escape(model)}{where}{resize}, "
+            f"{result.seconds:.1f} s)",
+            soft_wrap=True,
         )
         if plan and (verbose or _plan_note(plan)):
             console.print(f"engine: {_plan_text(plan)}", soft_wrap=True)
@@ -325,6 +399,8 @@ def _summary_table(summary: Summary) -> Table:
 
 
 def _json(summary: Summary, model: str, scale: int, label: str, upscaler: Upscaler, shard: Shard) -> dict:
+    from srcli.engine import precision_name
+
     return {
         "model": model,
         "scale": scale,

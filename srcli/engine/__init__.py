@@ -9,6 +9,7 @@
 from srcli.engine.devices import available_memory, choose_device, choose_dtype, precision_name, refuse_cpu_half
 from srcli.engine.tiling import window_size
 from srcli.engine.upscaler import (
+    BORDERS,
     CPU_BUDGET_CAP,
     MIN_TILE,
     YCBCR_MATRIX,
@@ -21,6 +22,7 @@ from srcli.engine.upscaler import (
 )
 
 __all__ = [
+    "BORDERS",
     "CPU_BUDGET_CAP", "MIN_TILE", "YCBCR_MATRIX", "YCBCR_OFFSET", "Plan", "ProgressCallback", "UpscaleOptions",
     "Upscaled", "Upscaler",
     "available_memory", "choose_device", "choose_dtype", "precision_name", "refuse_cpu_half", "window_size",

@@ -33,6 +33,15 @@ MIN_TILE = 16  # smallest tile core (LR px) the back-off goes down to before giv
 APPROXIMATE_PAD = 24  # overlap (LR px) of blended tiles, for networks whose tiles cannot be exact
 CPU_BUDGET_CAP = 1536 * 2**20  # bigger CPU tiles gain nothing measurable and cost peak memory
 
+# How the image is extended past its edges before the network. "zero" is what the papers' networks do (their
+# convolutions pad with zeros: border pixels darken, a black image gets corners up to 31 at x4); the others
+# extend the image by the receptive field first, so every output pixel sees image-like surroundings.
+BORDERS: dict[str, int | None] = {
+    "zero": None,
+    "reflect": cv2.BORDER_REFLECT,  # symmetric (cba|abc): MATLAB's own mirror, so plain bicubic is unchanged
+    "replicate": cv2.BORDER_REPLICATE,  # aaa|abc
+}
+
 # BT.601 as MATLAB's rgb2ycbcr on 0..1 RGB: [Y, Cb, Cr] (0..255) = OFFSET + MATRIX @ rgb
 YCBCR_OFFSET = np.array([16.0, 128.0, 128.0])
 YCBCR_MATRIX = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]])
@@ -52,6 +61,7 @@ class UpscaleOptions:
     batch: int | None = None  # forwards batched at once; None: as many as the memory budget allows
     memory_budget: int | None = None  # bytes for activations; None: from free memory (also the OOM guard)
     fold: bool = True  # use the architecture's folded fast path where it declares one
+    border: str = "zero"  # zero (the papers' padding; what eval scores) | reflect | replicate (see BORDERS)
 
 
 @dataclass
@@ -119,6 +129,8 @@ class Upscaler:
             if self.spec.any_scale:
                 raise ScaleError(f"scale must be at least 1, not {scale}")
             raise ScaleError(f"this {self.spec.arch} model is {self.spec.scales_text()}; it cannot upscale x{scale}")
+        if self.options.border not in BORDERS:
+            raise ValueError(f"unknown border {self.options.border!r}: use one of {', '.join(BORDERS)}")
         if self.options.outscale is not None and not self.options.outscale > 0:
             raise ScaleError(f"outscale must be positive, not {self.options.outscale}")
         self.device = choose_device(self.options.device)
@@ -338,7 +350,7 @@ class Upscaler:
         height, width = image.shape[:2]
         padded_height, padded_width = self.size.padded(height, width)
         if (padded_height, padded_width) != (height, width):
-            image = _extend(image, padded_height - height, padded_width - width)
+            image = _extend_bottom_right(image, padded_height - height, padded_width - width)
             whole = np.empty((padded_height * self.scale, padded_width * self.scale, *out.shape[2:]), out.dtype)
             plan = self._run(image, whole, progress)
             out[...] = whole[: out.shape[0], : out.shape[1]]
@@ -389,13 +401,35 @@ class Upscaler:
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"the engine takes RGB images (HxWx3), not shape {image.shape}")
 
+    def _extend(self, image: np.ndarray) -> tuple[np.ndarray, int]:
+        """The image extended past its edges by the receptive field (per `border`), and that margin in LR px.
+
+        The whole image is extended once and then run through the exact tiled engine, so the result is
+        still byte-identical under any tiling."""
+        mode = BORDERS[self.options.border]
+        if mode is None:
+            return image, 0
+        margin = self.receptive_field
+        return cv2.copyMakeBorder(image, margin, margin, margin, margin, mode), margin
+
+    def _run_extended(self, image: np.ndarray, channels: tuple[int, ...], dtype: np.dtype,
+                      progress: ProgressCallback | None) -> tuple[np.ndarray, Plan]:
+        """Run over the extended image and crop the margin off the output."""
+        extended, margin = self._extend(image)
+        height, width = extended.shape[:2]
+        out = np.empty((height * self.scale, width * self.scale, *channels), dtype=dtype)
+        plan = self._run(extended, out, progress)
+        if margin:
+            edge = margin * self.scale
+            out = np.ascontiguousarray(out[edge:-edge, edge:-edge])
+        return out, plan
+
     def upscale(self, image: np.ndarray, progress: ProgressCallback | None = None) -> Upscaled:
         """Super-resolve an RGB (HxWx3) uint8 or uint16 image: the same dtype at the model's scale (or at
         `outscale`: the model's scale, then INTER_AREA to shrink or INTER_CUBIC to enlarge), and the plan used."""
         self._check_image(image)
         height, width = image.shape[:2]
-        out = np.empty((height * self.scale, width * self.scale, 3), dtype=image.dtype)
-        plan = self._run(image, out, progress)
+        out, plan = self._run_extended(image, (3,), image.dtype, progress)
         outscale = self.options.outscale
         if outscale is None or outscale == self.scale:
             return Upscaled(out, plan)
@@ -410,13 +444,10 @@ class Upscaler:
         for RGB models it is the luma of the unquantized RGB output. `outscale` does not apply.
         """
         self._check_image(image)
-        height, width = image.shape[:2]
-        out = np.empty((height * self.scale, width * self.scale), dtype=np.float64)
-        self._run(image, out, progress)
-        return out
+        return self._run_extended(image, (), np.float64, progress)[0]
 
 
-def _extend(image: np.ndarray, rows: int, columns: int) -> np.ndarray:
+def _extend_bottom_right(image: np.ndarray, rows: int, columns: int) -> np.ndarray:
     """Extend at the bottom and right: reflected as far as the image allows, then replicated."""
     reflect_rows, reflect_columns = min(rows, image.shape[0] - 1), min(columns, image.shape[1] - 1)
     image = np.pad(image, ((0, reflect_rows), (0, reflect_columns), (0, 0)), mode="reflect")

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from srcli.errors import CheckpointError, UnknownArchitectureError
+from srcli.models import bicubic
 from srcli.models.edsr import EDSR
 from srcli.models.mdsr import MDSR
 from srcli.models.spec import Architecture, ModelSpec
@@ -22,7 +23,7 @@ from srcli.models.vdsr import VDSR
 
 
 def _discover() -> dict[str, Architecture]:
-    """Every `ARCHITECTURE` record defined by a module of this package, by name (recognisers are exclusive)."""
+    """Every `ARCHITECTURE` record defined by a module of this package, by name."""
     records = {}
     for module in sorted(info.name for info in pkgutil.iter_modules(__path__)):
         record = getattr(importlib.import_module(f"{__name__}.{module}"), "ARCHITECTURE", None)
@@ -31,7 +32,11 @@ def _discover() -> dict[str, Architecture]:
     return records
 
 
-ARCHITECTURES: dict[str, Architecture] = _discover()
+# Methods with no weights file (plain bicubic): built by name, never detected in a state dict.
+METHODS: dict[str, Architecture] = {bicubic.ARCHITECTURE.name: bicubic.ARCHITECTURE}
+
+# Architectures whose files srcli reads (recognisers are exclusive, so their order does not matter).
+ARCHITECTURES: dict[str, Architecture] = {name: record for name, record in _discover().items() if name not in METHODS}
 
 # Named sizes ('edsr-baseline', 'mdsr', 'vdsr-rgb', ...) -> (architecture name, config).
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -41,7 +46,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 __all__ = [
-    "ARCHITECTURES", "EDSR", "MDSR", "PRESETS", "VDSR", "Architecture", "ModelSpec", "architecture", "build",
+    "ARCHITECTURES", "EDSR", "MDSR", "METHODS", "PRESETS", "VDSR", "Architecture", "ModelSpec", "architecture", "build",
     "detect", "load_state_dict", "normalise_state_dict", "parameter_count", "spec_of",
 ]
 
@@ -49,9 +54,10 @@ __all__ = [
 def architecture(name: str) -> Architecture:
     """The record of an architecture or preset name."""
     arch = PRESETS[name][0] if name in PRESETS else name
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHITECTURES))}")
-    return ARCHITECTURES[arch]
+    known = {**ARCHITECTURES, **METHODS}
+    if arch not in known:
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(sorted(known))}")
+    return known[arch]
 
 
 def build(arch: str, **config: Any) -> nn.Module:
@@ -63,9 +69,10 @@ def build(arch: str, **config: Any) -> nn.Module:
 def spec_of(model: nn.Module) -> ModelSpec:
     """The spec of a network srcli built (its modules carry `arch` and `config`)."""
     name = getattr(model, "arch", None)
-    if name not in ARCHITECTURES:
+    known = {**ARCHITECTURES, **METHODS}
+    if name not in known:
         raise TypeError(f"{type(model).__name__} is not one of srcli's architectures; pass its spec")
-    return ModelSpec(ARCHITECTURES[name], dict(model.config))
+    return ModelSpec(known[name], dict(model.config))
 
 
 def parameter_count(model: nn.Module) -> int:

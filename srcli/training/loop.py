@@ -1,7 +1,9 @@
 """The training loop: one Trainer runs a TrainConfig to its last step, resumable and DDP-aware.
 
-Never prints: everything a user sees goes through `on_event(dict)` (kinds: start, data, warning, log, val,
-checkpoint, done). Only rank 0 writes files or emits events.
+Never prints: everything a user sees goes through `on_event(dict)` (kinds: start, data, warning, progress,
+log, val, checkpoint, done). `progress` comes after the first step and then about every PROGRESS_SECONDS
+(step, running loss, steps/s, ETA), so a live display moves long before the first --log-every line.
+Only rank 0 writes files or emits events.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from srcli.training.validate import Validator, resolve_val_set
 
 EventCallback = Callable[[dict[str, Any]], None]
 CHECKPOINT_FORMAT = "srcli-train-1"
+PROGRESS_SECONDS = 1.0  # how often a `progress` event feeds the live panel
 
 
 @dataclass
@@ -380,6 +383,8 @@ class Trainer:
         model.train()
         loss_sum = torch.zeros((), device=device)
         window_steps, window_start = 0, time.perf_counter()
+        # The live panel's feed, between --log-every lines: the first step, then about once a second.
+        pace_step, pace_start, next_pace = step, time.perf_counter(), 0.0
         saved_step = step
         interrupted = False
         deadline = time.monotonic() + config.max_minutes * 60 if config.max_minutes > 0 else math.inf
@@ -413,6 +418,13 @@ class Trainer:
                 step += 1
                 loss_sum += loss.detach()
                 window_steps += 1
+                now = time.perf_counter()
+                if now >= next_pace and self.is_main and self.on_event is not None:
+                    speed = (step - pace_step) / max(now - pace_start, 1e-9)
+                    self._emit({"kind": "progress", "step": step, "steps": config.steps,
+                                "loss": loss_sum.item() / window_steps, "steps_per_s": speed,
+                                "eta_s": (config.steps - step) / speed})
+                    next_pace = now + PROGRESS_SECONDS
                 if step % config.log_every == 0 or step == config.steps:
                     mean_loss = loss_sum.item() / window_steps
                     now = time.perf_counter()
@@ -432,6 +444,7 @@ class Trainer:
                         best = {"psnr": last_val["psnr"], "step": step}
                         save("best.pt")
                     window_start = time.perf_counter()  # validation time is not training speed
+                    pace_step, pace_start = step, window_start
                 if step % config.checkpoint_every == 0:
                     save("latest.pt")
                     saved_step = step

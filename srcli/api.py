@@ -1,0 +1,115 @@
+"""The Python API: `srcli.upscale`, `srcli.load`, `srcli.catalogue`, `srcli.default_weights`.
+
+Arrays are RGB (not OpenCV's BGR): HxWx3 RGB, HxWx4 RGBA or HxW grey, uint8 or uint16; what comes back has
+the same layout and dtype. Paths are read with srcli's own reader (EXIF orientation applied). `import srcli`
+stays light: `srcli/__init__.py` loads this module, and with it torch, on first use.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from srcli import weights as catalogue_module
+from srcli.engine import UpscaleOptions, Upscaler
+from srcli.errors import ScaleError
+from srcli.imageio import read_image
+from srcli.pipeline import ImagePipeline
+from srcli.weights import Weights
+
+Image = np.ndarray | str | os.PathLike
+
+
+class Model:
+    """A network loaded once and ready to upscale many images: what `srcli.load` returns.
+
+    `name` is the catalogue name (or the file), `scale` the scale it runs at, `weights` the catalogue entry
+    (None for a file of your own), `spec` what the architecture record says about it.
+    """
+
+    def __init__(self, resolved: catalogue_module.ResolvedModel, scale: int, options: UpscaleOptions):
+        self.name = resolved.name
+        self.scale = scale
+        self.spec = resolved.spec
+        self.weights: Weights | None = resolved.entry
+        self.options = options
+        self._pipeline = ImagePipeline(Upscaler(resolved.model, scale, options, spec=resolved.spec))
+
+    def upscale(self, image: Image) -> np.ndarray:
+        """An RGB/RGBA/grey uint8 or uint16 array (or an image path) -> the upscaled array, same layout and dtype."""
+        return self._pipeline.upscale(_as_array(image)).image
+
+    __call__ = upscale
+
+    def __repr__(self) -> str:
+        return f"srcli.Model({self.name!r}, scale={self.scale}, border={self.options.border!r})"
+
+
+def load(
+    model: str | os.PathLike | Weights | None = None,
+    scale: int | None = None,
+    *,
+    outscale: float | None = None,
+    ensemble: bool = False,
+    border: str = "reflect",
+    device: str = "auto",
+    precision: str = "auto",
+    tile: int | None = None,
+) -> Model:
+    """A catalogue name, a checkpoint path or a catalogue entry (None: srcli's default model) -> a `Model`.
+
+    `scale` None is the model's own, with `outscale` a native one if any, else 4 (as `srcli upscale`).
+    `border="reflect"` extends the image past its edges before the network (clean borders, as the CLI);
+    "zero" is the papers' padding. Catalogue files download on first use.
+    """
+    name = model.name if isinstance(model, Weights) else (None if model is None else os.fspath(model))
+    resolved, chosen = catalogue_module.select(name, None, scale, outscale=outscale)
+    options = UpscaleOptions(device=device, precision=precision, tile=tile, ensemble=ensemble, outscale=outscale,
+                             border=border)
+    return Model(resolved, chosen, options)
+
+
+def upscale(
+    image: Image,
+    scale: int | None = None,
+    model: str | os.PathLike | Weights | None = None,
+    ensemble: bool = False,
+    *,
+    outscale: float | None = None,
+    border: str = "reflect",
+    device: str = "auto",
+    precision: str = "auto",
+    tile: int | None = None,
+) -> np.ndarray:
+    """Upscale one image: an RGB/RGBA/grey uint8 or uint16 array, or a path; returns the same layout and dtype.
+
+    Loads the model each call: for many images, `srcli.load(...)` once and call `.upscale` on each.
+    """
+    loaded = load(model, scale, outscale=outscale, ensemble=ensemble, border=border, device=device,
+                  precision=precision, tile=tile)
+    return loaded.upscale(image)
+
+
+def catalogue() -> dict[str, Weights]:
+    """Every model srcli knows, by name: embedded, official and built-in (bicubic) entries; see `Weights.meta`."""
+    return catalogue_module.catalogue()
+
+
+def default_weights(scale: int = 4) -> Weights:
+    """The catalogue entry srcli uses when no model is named, for `scale`."""
+    name = catalogue_module.default_model(scale)
+    if name is None:
+        raise ScaleError(f"srcli has no default model for x{scale}")
+    return catalogue()[name]
+
+
+def _as_array(image: Image) -> np.ndarray:
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(Path(image))
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"expected a numpy array or a path, not {type(image).__name__}")
+    if image.dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"expected a uint8 or uint16 array, not {image.dtype} (scale floats to 0..255 and round)")
+    return np.ascontiguousarray(image)
