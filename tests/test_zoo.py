@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from upscale_helpers import REPO, assert_one_error_line, run_cli, srcli_command, write_image
+from upscale_helpers import REPO, assert_one_error_line, run_cli, srcli_command, tiny_checkpoint, write_image
 
 from srcli import zoo
 from srcli.engine import UpscaleOptions, Upscaler
@@ -170,6 +170,11 @@ def test_without_spandrel_a_foreign_file_names_the_extra(zoo_files, tmp_path) ->
     line = assert_one_error_line(result.returncode, result.stderr)
     assert 'pip install "srcli[zoo]"' in line and "unknown architecture" in line
     assert not (tmp_path / "photo_x4.png").exists()
+    own = tiny_checkpoint(tmp_path / "tiny_x2.pt")  # srcli's own architectures need no spandrel
+    result = subprocess.run(srcli_command("upscale", source, "--weights", own), cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    assert read_image(tmp_path / "photo_x2.png").shape == (24, 32, 3)
 
 
 def test_spandrel_imports_beside_a_broken_torchvision(zoo_files, tmp_path) -> None:
