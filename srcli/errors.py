@@ -46,3 +46,7 @@ class TrainingError(SrcliError):
 
 class DeviceError(SrcliError):
     """The asked-for device or precision is unavailable, or memory is short even for the smallest tile."""
+
+
+class BackendError(SrcliError):
+    """The asked-for inference backend is not installed, or cannot run on the chosen device."""

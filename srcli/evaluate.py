@@ -207,10 +207,14 @@ def check_scale(spec: ModelSpec, scale: int, label: str) -> None:
 
 
 def scoring_upscaler(
-    network: nn.Module, scale: int, *, spec: ModelSpec | None = None, device: str = "auto", ensemble: bool = False
+    network: nn.Module, scale: int, *, spec: ModelSpec | None = None, device: str = "auto", ensemble: bool = False,
+    backend: str = "torch",
 ) -> Upscaler:
-    """The engine as scoring runs it: the whole LR image at once (no tiles), so scores never depend on memory."""
-    return Upscaler(network, scale, UpscaleOptions(device=device, tile=0, ensemble=ensemble), spec=spec)
+    """The engine as scoring runs it: the whole LR image at once (no tiles), so scores never depend on memory; and
+    torch unless asked, so they never depend on an optional package either (and training's validation, whose
+    weights change every time, never converts them for OpenVINO)."""
+    options = UpscaleOptions(device=device, tile=0, ensemble=ensemble, backend=backend)
+    return Upscaler(network, scale, options, spec=spec)
 
 
 def evaluate(
@@ -223,6 +227,7 @@ def evaluate(
     protocol: str = "paper",
     ensemble: bool = False,
     device: str = "auto",
+    backend: str = "torch",
     save_dir: Path | None = None,
     progress: ImageProgress | None = None,
 ) -> SetResult:
@@ -236,7 +241,7 @@ def evaluate(
         spec = spec or spec_of(network)
         method = method or spec.arch
         check_scale(spec, scale, method)
-        upscaler = scoring_upscaler(network, scale, spec=spec, device=device, ensemble=ensemble)
+        upscaler = scoring_upscaler(network, scale, spec=spec, device=device, ensemble=ensemble, backend=backend)
     column = reference_column(spec if network is not None else None, ensemble)
     result = SetResult(dataset.name, scale, BICUBIC if network is None else str(method), protocol, ensemble,
                        reference=reference(dataset.name, scale, column, protocol))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from srcli.errors import SrcliError
 
@@ -24,8 +25,8 @@ STATE = _State()
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print one error line and return the Exit to raise."""
-    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    """Print one error line and return the Exit to raise (the message as written: `srcli[openvino]` is no markup)."""
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
 
 

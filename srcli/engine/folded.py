@@ -109,6 +109,8 @@ class FoldedRunner:
         self._trunk_elements = trunk_peak + channels
         self._tail_elements = tail_peak
         self._trunk_features = features if net.tail else 0  # held while the tail runs in strips
+        # the peak when the tail runs whole, as a backend without strips runs it (elements per input pixel)
+        self.whole_elements_per_pixel = max(self._trunk_elements, self._trunk_features + tail_peak)
 
     def _network(self, dtype: torch.dtype) -> FoldedNetwork:
         if dtype not in self._nets:

@@ -4,7 +4,8 @@ Tiles overlap by the network's receptive field, so each tile's cropped output ho
 whole-image run gives; every tile window has one shape, so windows and the eight self-ensemble transforms
 batch into single forwards. The output is allocated once in the image's integer dtype and tiles are written
 into it. Networks that declare a fold run folded (srcli.engine.folded); any other nn.Module runs as it is
-(srcli.engine.module).
+(srcli.engine.module); with the OpenVINO backend the module runs compiled by OpenVINO (srcli.engine.openvino),
+the torch runner still giving its geometry. `_make_runner` is the one place a runner is chosen.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from srcli.engine.devices import available_memory, choose_device, choose_dtype, precision_name
+from srcli.download import cache_home
+from srcli.engine.devices import available_memory, choose_backend, choose_device, choose_dtype, precision_name
 from srcli.engine.folded import SAFETY, FoldedRunner
 from srcli.engine.module import ModuleRunner
+from srcli.engine.openvino import OpenVINORunner
 from srcli.engine.tiling import TRANSFORMS, Window, dihedral, undo_dihedral, window_size, windows
 from srcli.errors import DeviceError, ScaleError
 from srcli.models import ModelSpec, spec_of
@@ -51,6 +54,7 @@ class UpscaleOptions:
     batch: int | None = None  # forwards batched at once; None: as many as the memory budget allows
     memory_budget: int | None = None  # bytes for activations; None: from free memory (also the OOM guard)
     fold: bool = True  # use the architecture's folded fast path where it declares one
+    backend: str = "auto"  # auto (OpenVINO for fp32 on the CPU where installed, else torch) | torch | openvino
 
 
 @dataclass
@@ -66,6 +70,8 @@ class Plan:
     device: str = "cpu"
     precision: str = "fp32"
     transforms: int = 1  # 8 with the self-ensemble
+    backend: str = "torch"  # torch | openvino
+    overlap: float = 1.0  # pixels computed / pixels kept: what the tiles' overlap costs (1.0: whole image)
 
     @property
     def forward_batch(self) -> int:
@@ -78,6 +84,7 @@ class Plan:
         data["tile_pad"] = data.pop("pad")
         data["fp32_fallbacks"] = data.pop("fallbacks")
         data["batch"] = self.forward_batch
+        data["overlap"] = round(self.overlap, 3)
         del data["transforms"]
         return data
 
@@ -124,11 +131,8 @@ class Upscaler:
         self.channels = int(self.spec.channels)
         self.upscales_inside = not self.spec.bicubic_input
         self.luma_model = self.spec.bicubic_input and self.channels == 1
-        fold = self.spec.architecture.fold
-        if fold is not None and self.options.fold:
-            self.runner: FoldedRunner | ModuleRunner = FoldedRunner(fold(model, self.scale), self.channels, self.device)
-        else:
-            self.runner = ModuleRunner(model, self.spec, self.scale, self.device)
+        self.backend = choose_backend(self.options.backend, self.device, self.dtype)
+        self.runner = self._make_runner(model)
         self.input_factor = 1 if self.upscales_inside else self.scale  # network input px per LR px, per side
         self._out_elements = 3 * (self.scale // self.input_factor) ** 2
         radius = self.runner.receptive_radius  # in network-input pixels
@@ -139,6 +143,17 @@ class Upscaler:
         self._budget: int | None = None  # the run's memory budget, read once per image
 
     # -- the network ----------------------------------------------------------------------------------
+
+    def _make_runner(self, model: nn.Module) -> FoldedRunner | ModuleRunner | OpenVINORunner:
+        """The torch runner (folded where the architecture declares a fold), or OpenVINO with its geometry."""
+        fold = self.spec.architecture.fold
+        if fold is not None and self.options.fold:
+            runner: FoldedRunner | ModuleRunner = FoldedRunner(fold(model, self.scale), self.channels, self.device)
+        else:
+            runner = ModuleRunner(model, self.spec, self.scale, self.device)
+        if self.backend == "openvino":
+            return OpenVINORunner(model, self.spec, self.scale, runner, cache_home() / "openvino")
+        return runner
 
     def _forward(self, x: torch.Tensor, plan: Plan) -> torch.Tensor:
         """Normalised input -> float32 output; NaN/Inf in half precision re-runs the batch in fp32."""
@@ -226,7 +241,8 @@ class Upscaler:
 
     def _new_plan(self, tile: int, pad: int, batch: int, backoffs: int = 0, fallbacks: int = 0) -> Plan:
         return Plan(max(0, int(tile)), pad, int(batch), backoffs, fallbacks, device=str(self.device),
-                    precision=precision_name(self.dtype), transforms=8 if self.options.ensemble else 1)
+                    precision=precision_name(self.dtype), transforms=8 if self.options.ensemble else 1,
+                    backend=self.backend)
 
     def plan(self, height: int, width: int) -> Plan:
         pad = self.receptive_field if self.options.tile_pad is None else max(0, int(self.options.tile_pad))
@@ -328,8 +344,11 @@ class Upscaler:
                 plan = smaller
 
     def _run_plan(self, image: np.ndarray, out: np.ndarray, plan: Plan, progress: ProgressCallback | None) -> None:
-        cuts = windows(image.shape[0], image.shape[1], plan.tile, plan.pad)
+        height, width = image.shape[:2]
+        cuts = windows(height, width, plan.tile, plan.pad)
         plan.tiles = len(cuts)
+        plan.overlap = len(cuts) * window_size(height, plan.tile, plan.pad) * window_size(width, plan.tile, plan.pad)
+        plan.overlap /= height * width
         done = 0
         with torch.inference_mode():
             for batch in self._batches(image, plan, cuts):
