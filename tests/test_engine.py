@@ -264,7 +264,7 @@ def test_tail_strips_under_a_tight_budget_give_the_same_bytes() -> None:
     roomy = Upscaler(model, 4, _torch(tile=0, memory_budget=2**30))
     probe = Upscaler(model, 4, _torch())
     tight = Upscaler(model, 4, _torch(tile=0, memory_budget=probe.bytes_per_window(40 * 36)))
-    strips = [u.runner._strip_rows(40, 40 * 36, torch.float32, u.memory_budget()) for u in (tight, roomy)]
+    strips = [u.runner.strip_rows(40, 40 * 36, torch.float32, u.memory_budget()) for u in (tight, roomy)]
     assert strips[0] < 40 <= strips[1]
     out, plan = tight.upscale(image)
     assert plan.backoffs == 0

@@ -75,7 +75,7 @@ def test_a_converted_model_is_cached_and_reused(openvino, cache) -> None:
     first = Upscaler(model, 2, UpscaleOptions(device="cpu", backend="openvino"))
     assert openvino.conversions == before + 1
     [entry] = [p for p in (cache / "openvino").iterdir()]  # one folder, no temp left behind
-    assert sorted(p.name for p in entry.iterdir()) == ["model.bin", "model.xml"]
+    assert sorted(p.name for p in entry.iterdir()) == ["tail.bin", "tail.xml", "trunk.bin", "trunk.xml"]
     second = Upscaler(model, 2, UpscaleOptions(device="cpu", backend="openvino"))
     assert openvino.conversions == before + 1  # read from the cache, not converted again
     image = _image(20, 24)
@@ -101,7 +101,7 @@ def test_a_second_cli_run_converts_nothing(openvino, cache, tmp_path) -> None:
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
         assert done.returncode == 0, done.stderr
         [entry] = list((cache / "openvino").iterdir())
-        stat = (entry / "model.xml").stat()
+        stat = (entry / "trunk.xml").stat()
         runs.append((json.loads(done.stdout), entry.name, stat.st_ino, stat.st_mtime_ns))
     (report, *first), (_, *second) = runs
     assert first == second

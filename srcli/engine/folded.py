@@ -4,6 +4,7 @@ high-resolution tail in row strips so it never needs more memory than the trunk.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -109,8 +110,6 @@ class FoldedRunner:
         self._trunk_elements = trunk_peak + channels
         self._tail_elements = tail_peak
         self._trunk_features = features if net.tail else 0  # held while the tail runs in strips
-        # the peak when the tail runs whole, as a backend without strips runs it (elements per input pixel)
-        self.whole_elements_per_pixel = max(self._trunk_elements, self._trunk_features + tail_peak)
 
     def _network(self, dtype: torch.dtype) -> FoldedNetwork:
         if dtype not in self._nets:
@@ -128,7 +127,16 @@ class FoldedRunner:
             x = torch.einsum("oc,nchw->nohw", net.input_matrix, x)
         return x * net.input_scale.view(1, -1, 1, 1) + net.input_shift.view(1, -1, 1, 1)
 
-    def _strip_rows(self, height: int, pixels: int, dtype: torch.dtype, budget: int) -> int:
+    @property
+    def network(self) -> FoldedNetwork:
+        """The folded network as folded (float32, CPU)."""
+        return self._master
+
+    @property
+    def tail_halo(self) -> int:
+        return self._tail_halo
+
+    def strip_rows(self, height: int, pixels: int, dtype: torch.dtype, budget: int) -> int:
         """Rows per tail strip: all of them when the high-resolution tail fits the budget whole (GPUs),
         else strips sized so the tail needs no more memory than the trunk."""
         if not self._tail_elements:
@@ -142,25 +150,34 @@ class FoldedRunner:
         """Normalised input -> float32 output (the global input added in float32 where the network has one)."""
         x = x.contiguous(memory_format=torch.channels_last)
         net = self._network(dtype)
-        strip = self._strip_rows(x.shape[2], x.shape[0] * x.shape[2] * x.shape[3], dtype, budget)
+        strip = self.strip_rows(x.shape[2], x.shape[0] * x.shape[2] * x.shape[3], dtype, budget)
         out = self._run(net, x.to(dtype), strip).float()
         if net.adds_input:
             out += x.float()
         return out
 
     def _run(self, net: FoldedNetwork, x: torch.Tensor, strip_rows: int) -> torch.Tensor:
-        """Trunk on the whole window, then the tail over row strips that overlap by its receptive radius."""
-        features = _run_steps(net.trunk, x)
-        if not net.tail:
-            return features
-        height, halo = features.shape[2], self._tail_halo
-        if strip_rows >= height:
-            return _run_steps(net.tail, features)
-        pieces = []
-        for top in range(0, height, strip_rows):
-            bottom = min(top + strip_rows, height)
-            start, stop = max(top - halo, 0), min(bottom + halo, height)
-            out = _run_steps(net.tail, features[:, :, start:stop])
-            factor = out.shape[2] // (stop - start)
-            pieces.append(out[:, :, (top - start) * factor : (bottom - start) * factor])
-        return torch.cat(pieces, dim=2)
+        tail = (lambda features: _run_steps(net.tail, features)) if net.tail else None
+        return run_in_strips(lambda window: _run_steps(net.trunk, window), tail, x, strip_rows, self._tail_halo)
+
+
+Part = Callable[[torch.Tensor], torch.Tensor]
+
+
+def run_in_strips(trunk: Part, tail: Part | None, x: torch.Tensor, strip_rows: int, halo: int) -> torch.Tensor:
+    """Trunk on the whole window, then the tail over row strips that overlap by its receptive radius (`halo`
+    rows): each strip's kept rows are exactly what the tail gives on the whole, in a strip's memory."""
+    features = trunk(x)
+    if tail is None:
+        return features
+    height = features.shape[2]
+    if strip_rows >= height:
+        return tail(features)
+    pieces = []
+    for top in range(0, height, strip_rows):
+        bottom = min(top + strip_rows, height)
+        start, stop = max(top - halo, 0), min(bottom + halo, height)
+        out = tail(features[:, :, start:stop])
+        factor = out.shape[2] // (stop - start)
+        pieces.append(out[:, :, (top - start) * factor : (bottom - start) * factor])
+    return torch.cat(pieces, dim=2)

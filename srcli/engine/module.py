@@ -85,7 +85,6 @@ class ModuleRunner:
         self.exact = found.radius is not None
         self.receptive_radius = found.radius if found.radius is not None else 0.0
         self._elements = 3 * found.elements_per_pixel  # the largest output, its input and one more live tensor
-        self.whole_elements_per_pixel = self._elements
 
     def _module(self, dtype: torch.dtype) -> nn.Module:
         if dtype not in self._modules:

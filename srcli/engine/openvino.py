@@ -1,10 +1,11 @@
 """Running a network with OpenVINO on the CPU: the optional `srcli[openvino]` backend.
 
-The nn.Module is converted once by OpenVINO's PyTorch frontend with a dynamic batch, height and width, and the
-converted model (IR: xml + bin, float32 weights) is cached in srcli's cache folder, keyed by a hash of the
-weights, the scale and the OpenVINO version: converting takes seconds, compiling a cached IR a fraction of one.
-Inference is pinned to f32 so outputs stay within one level of the torch backend; the exact tile overlap and
-the memory estimate come from the torch runner's geometry (the fold's walk or the module probe).
+What runs is what the torch backend runs: a folded network's trunk and tail (converted as two models, so the
+high-resolution tail goes in the same row strips and a window needs no more memory than on torch), or any
+other nn.Module whole. OpenVINO's PyTorch frontend converts them with a dynamic batch, height and width; the
+IR (xml + bin, float32 weights) is cached in srcli's cache folder, keyed by a hash of the weights, the scale and
+the OpenVINO version: converting takes seconds, compiling a cached IR a fraction of one. Inference is pinned to
+f32, so outputs stay within one level of torch; the tile overlap and memory estimate are the torch runner's.
 """
 
 from __future__ import annotations
@@ -19,13 +20,17 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from srcli.engine.folded import FoldedRunner, run_in_strips
+from srcli.engine.module import ModuleRunner
 from srcli.errors import BackendError
+from srcli.models.folding import Conv, Save, Step
 from srcli.models.spec import ModelSpec
 
 INSTALL_HINT = 'the OpenVINO backend is not installed: pip install "srcli[openvino]" (or use --backend torch)'
-CACHE_FORMAT = 1  # bump when what is stored under a key changes
+CACHE_FORMAT = 2  # bump when what is stored under a key changes
 # Measured on a 2-core EPYC (see benchmarks/bench_upscale.py): one stream over all cores is what a tile-by-tile
 # run needs; f32 keeps outputs within one level of torch (bf16 is faster where the CPU has it, but moves ~20%
 # of the pixels by a level on a trained EDSR-baseline).
@@ -62,6 +67,31 @@ class _AtScale(nn.Module):
         return self.model(x) if self.scale is None else self.model(x, self.scale)
 
 
+class _Steps(nn.Module):
+    """A folded trunk or tail (srcli.models.folding) as a module the converter can trace, in NCHW: the pixel
+    shuffle reads the fold's (i, j, c) channel order."""
+
+    def __init__(self, steps: list[Step]):
+        super().__init__()
+        self.steps = steps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        saved: dict[str, torch.Tensor] = {}
+        for step in self.steps:
+            if isinstance(step, Save):
+                saved[step.key] = x
+            elif isinstance(step, Conv):
+                y = F.conv2d(x, step.weight, step.bias, padding=step.radius)
+                y = y.relu() if step.relu else y
+                x = y + saved.pop(step.residual) if step.residual else y
+            else:
+                n, channels, height, width = x.shape
+                f = step.factor
+                x = x.reshape(n, f, f, channels // (f * f), height, width).permute(0, 3, 4, 1, 5, 2)
+                x = x.reshape(n, channels // (f * f), height * f, width * f)
+        return x
+
+
 def weights_digest(model: nn.Module) -> str:
     """sha256 over every tensor of the state dict (names, dtypes, shapes, bytes): the same weights, the same key,
     wherever they were loaded from."""
@@ -78,61 +108,98 @@ def cache_key(model: nn.Module, spec: ModelSpec, call_scale: int | None, scale: 
     return hashlib.sha256((text + weights_digest(model)).encode()).hexdigest()[:24]
 
 
-def _convert(ov: Any, model: nn.Module, channels: int, pixel_max: float, call_scale: int | None) -> Any:
-    global conversions
-    module = _AtScale(model, call_scale).float().cpu().eval()
+def _convert(ov: Any, module: nn.Module, channels: int, pixel_max: float) -> Any:
+    module = module.float().cpu().eval()
     example = torch.rand(1, channels, 24, 24, generator=torch.Generator().manual_seed(0)) * pixel_max
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the frontend traces with torch.jit, which warns that it is deprecated
         converted = ov.convert_model(module, example_input=example, input=[ov.PartialShape([-1, channels, -1, -1])])
-    conversions += 1
     return converted
 
 
-def cached_model(ov: Any, model: nn.Module, spec: ModelSpec, scale: int, call_scale: int | None, cache: Path) -> Any:
-    """The converted model from the cache, else converted now and stored (temp folder, then one rename, so a
-    reader never sees half an IR and two processes converting at once both end with a whole one)."""
-    folder = cache / cache_key(model, spec, call_scale, scale, ov.get_version())
-    xml = folder / "model.xml"
+def _read(ov: Any, folder: Path, names: list[str]) -> list[Any] | None:
     core = ov.Core()
-    if xml.is_file() and xml.with_suffix(".bin").is_file():
-        try:
-            return core.read_model(str(xml))
-        except RuntimeError:
-            shutil.rmtree(folder, ignore_errors=True)  # a damaged entry: convert again
-    converted = _convert(ov, model, spec.channels, spec.pixel_max, call_scale)
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-        temp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache))
-        ov.save_model(converted, str(temp / "model.xml"), compress_to_fp16=False)
+        return [core.read_model(str(folder / f"{name}.xml")) for name in names]
+    except RuntimeError:
+        return None
+
+
+def cached_models(ov: Any, folder: Path, parts: dict[str, tuple[nn.Module, int, float]]) -> list[Any]:
+    """The converted parts (name -> module, input channels, input range) from the cache folder, else converted
+    now and stored: written into a temp folder, then one rename, so a reader never sees half an entry and two
+    processes converting at once both end with a whole one. An unwritable cache costs a conversion next time."""
+    names = list(parts)
+    if all((folder / f"{name}.{ext}").is_file() for name in names for ext in ("xml", "bin")):
+        models = _read(ov, folder, names)
+        if models is not None:
+            return models
+    shutil.rmtree(folder, ignore_errors=True)  # a damaged or partial entry (none at all: nothing to remove)
+    global conversions
+    models = [_convert(ov, *parts[name]) for name in names]
+    conversions += 1
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+        for name, converted in zip(names, models, strict=True):
+            ov.save_model(converted, str(temp / f"{name}.xml"), compress_to_fp16=False)
         try:
             os.rename(temp, folder)
         except OSError:  # another process stored it first
             shutil.rmtree(temp, ignore_errors=True)
     except OSError:
-        pass  # an unwritable cache costs a conversion next time, never the run
-    return converted
+        pass
+    return models
 
 
 class OpenVINORunner:
-    """A network compiled by OpenVINO for the CPU; geometry (receptive field, tile memory) from a torch runner."""
+    """A network compiled by OpenVINO for the CPU, with the geometry of its torch runner.
 
-    def __init__(self, model: nn.Module, spec: ModelSpec, scale: int, geometry: Any, cache: Path):
+    A folded network converts as two parts, trunk and tail, so the high-resolution tail runs in the same row
+    strips as on torch and a window needs no more memory than there; any other module converts whole.
+    """
+
+    def __init__(self, model: nn.Module, spec: ModelSpec, scale: int, geometry: FoldedRunner | ModuleRunner,
+                 cache: Path):
         ov = load_openvino()
         call_scale = scale if spec.architecture.multi_scale else None
+        self.geometry = geometry
         self.receptive_radius = geometry.receptive_radius
-        self._elements = geometry.whole_elements_per_pixel  # OpenVINO runs the tail whole, not in strips
-        compiled = ov.Core().compile_model(cached_model(ov, model, spec, scale, call_scale, cache), "CPU",
-                                           COMPILE_CONFIG)
-        self._request = compiled.create_infer_request()
+        folder = cache / cache_key(model, spec, call_scale, scale, ov.get_version())
+        parts: dict[str, tuple[nn.Module, int, float]]
+        if isinstance(geometry, FoldedRunner):
+            net = geometry.network
+            features = next(s.weight.shape[0] for s in reversed(net.trunk) if isinstance(s, Conv))
+            parts = {"trunk": (_Steps(net.trunk), spec.channels, spec.pixel_max)}
+            if net.tail:
+                parts["tail"] = (_Steps(net.tail), features, 1.0)
+            self._adds_input = net.adds_input
+        else:
+            parts = {"model": (_AtScale(model, call_scale), spec.channels, spec.pixel_max)}
+            self._adds_input = False
+        core = ov.Core()
+        self._requests = [core.compile_model(converted, "CPU", COMPILE_CONFIG).create_infer_request()
+                          for converted in cached_models(ov, folder, parts)]
 
     def bytes_per_pixel(self, dtype: torch.dtype) -> float:
-        return 4 * self._elements  # f32 whatever the engine's dtype: OpenVINO keeps its own precision
+        return self.geometry.bytes_per_pixel(torch.float32)  # OpenVINO keeps its own precision: f32
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return x  # the converted module does its own input normalisation
+        return self.geometry.normalise(x)
+
+    def _infer(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(x.numpy())
+        out = self._requests[index].infer({0: array}, share_inputs=True)[0]
+        return torch.from_numpy(np.array(out, dtype=np.float32, copy=True))
 
     def forward(self, x: torch.Tensor, dtype: torch.dtype, budget: int) -> torch.Tensor:
-        array = np.ascontiguousarray(x.detach().cpu().float().numpy())
-        out = self._request.infer({0: array}, share_inputs=True)[0]
-        return torch.from_numpy(np.array(out, dtype=np.float32, copy=True))
+        """Normalised input -> float32 output (the global input added in float32 where the network has one)."""
+        x = x.detach().cpu().float().contiguous()
+        if not isinstance(self.geometry, FoldedRunner):
+            return self._infer(0, x)
+        strip = self.geometry.strip_rows(x.shape[2], x.shape[0] * x.shape[2] * x.shape[3], torch.float32, budget)
+        tail = (lambda features: self._infer(1, features)) if len(self._requests) > 1 else None
+        out = run_in_strips(lambda window: self._infer(0, window), tail, x, strip, self.geometry.tail_halo)
+        if self._adds_input:
+            out += x
+        return out

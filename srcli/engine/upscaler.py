@@ -145,7 +145,7 @@ class Upscaler:
     # -- the network ----------------------------------------------------------------------------------
 
     def _make_runner(self, model: nn.Module) -> FoldedRunner | ModuleRunner | OpenVINORunner:
-        """The torch runner (folded where the architecture declares a fold), or OpenVINO with its geometry."""
+        """The torch runner (folded where the architecture declares a fold), or OpenVINO running what it runs."""
         fold = self.spec.architecture.fold
         if fold is not None and self.options.fold:
             runner: FoldedRunner | ModuleRunner = FoldedRunner(fold(model, self.scale), self.channels, self.device)
