@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from srcli.engine import (
+    MIN_TILE,
     YCBCR_MATRIX,
     YCBCR_OFFSET,
     UpscaleOptions,
@@ -17,6 +18,7 @@ from srcli.engine import (
     choose_device,
     choose_dtype,
 )
+from srcli.engine.tiling import window_size, windows
 from srcli.errors import DeviceError, ScaleError
 from srcli.models import build
 from srcli.resize import imresize
@@ -237,10 +239,27 @@ def test_tile_size_follows_the_memory_budget() -> None:
     small = upscaler.choose_tile(3000, 4000, pad, 256 * 2**20)
     large = upscaler.choose_tile(3000, 4000, pad, 1024 * 2**20)
     assert 0 < small < large
+
+    def window(tile: int) -> int:
+        return window_size(3000, tile, pad) * window_size(4000, tile, pad)
+
+    def computed(tile: int) -> int:
+        return len(windows(3000, 4000, tile, pad)) * window(tile)
+
     for budget, tile in ((256 * 2**20, small), (1024 * 2**20, large)):
-        assert upscaler.bytes_per_window((tile + 2 * pad) ** 2) <= budget
-        assert upscaler.bytes_per_window((tile + 8 + 2 * pad) ** 2) > budget  # the largest multiple of 8
+        assert upscaler.bytes_per_window(window(tile)) <= budget
+        fitting = [t for t in range(MIN_TILE, 4001) if upscaler.bytes_per_window(window(t)) <= budget]
+        assert computed(tile) == min(computed(t) for t in fitting)  # the least overlap that fits
     assert upscaler.choose_tile(64, 64, pad, 1024 * 2**20) == 0  # fits whole
+
+
+def test_a_budget_for_half_an_image_cuts_it_in_two() -> None:
+    """Not square tiles of the largest size (2 x 2 windows here) but the cut that computes the fewest pixels."""
+    upscaler = Upscaler(_seeded("edsr-baseline", scale=4), 4, _torch())
+    pad = upscaler.receptive_field
+    halves = window_size(1200, 1200, pad) * window_size(1600, 1200, pad)  # 1200 x (800 + 2 pad)
+    tile = upscaler.choose_tile(1200, 1600, pad, upscaler.bytes_per_window(halves))
+    assert len(windows(1200, 1600, tile, pad)) == 2
 
 
 def test_out_of_memory_backs_off_to_smaller_tiles_with_the_same_result() -> None:

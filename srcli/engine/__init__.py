@@ -18,7 +18,7 @@ from srcli.engine.devices import (
 )
 from srcli.engine.tiling import window_size
 from srcli.engine.upscaler import (
-    CPU_BUDGET_CAP,
+    CPU_PEAK_TARGET,
     MIN_TILE,
     YCBCR_MATRIX,
     YCBCR_OFFSET,
@@ -30,7 +30,7 @@ from srcli.engine.upscaler import (
 )
 
 __all__ = [
-    "BACKENDS", "CPU_BUDGET_CAP", "MIN_TILE", "YCBCR_MATRIX", "YCBCR_OFFSET", "Plan", "ProgressCallback",
+    "BACKENDS", "CPU_PEAK_TARGET", "MIN_TILE", "YCBCR_MATRIX", "YCBCR_OFFSET", "Plan", "ProgressCallback",
     "UpscaleOptions", "Upscaled", "Upscaler",
     "available_memory", "choose_backend", "choose_device", "choose_dtype", "precision_name", "refuse_cpu_half",
     "window_size",

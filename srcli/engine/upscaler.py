@@ -33,7 +33,11 @@ from srcli.resize import imresize
 ProgressCallback = Callable[[int, int], None]  # (done, total) windows; total restarts after a memory back-off
 
 MIN_TILE = 16  # smallest tile core (LR px) the back-off goes down to before giving up
-CPU_BUDGET_CAP = 1536 * 2**20  # bigger CPU tiles gain nothing measurable and cost peak memory
+# A CPU run plans its output buffer plus one window within this, or within half the free RAM if less: big enough
+# that a 1600x1200 -> x4 EDSR-baseline run takes 2 windows (overlap 1.09x), small enough that a 4000x3000 -> x4
+# run (576 MB of output) peaks under 3 GB.
+CPU_PEAK_TARGET = 2560 * 2**20
+CPU_MIN_BUDGET = 256 * 2**20  # the window's share when the output alone takes the target (huge images)
 
 # BT.601 as MATLAB's rgb2ycbcr on 0..1 RGB: [Y, Cb, Cr] (0..255) = OFFSET + MATRIX @ rgb
 YCBCR_OFFSET = np.array([16.0, 128.0, 128.0])
@@ -208,13 +212,14 @@ class Upscaler:
         bicubic = 0 if self.upscales_inside else 8 * 3 * 4 * pixels  # float64 RGB, YCbCr and copies
         return int(SAFETY * (activations + outputs + bicubic))
 
-    def memory_budget(self) -> int:
-        """Bytes the engine plans to use: the explicit budget, else a share of free device memory."""
+    def memory_budget(self, output_bytes: int = 0) -> int:
+        """Bytes a window may use: the explicit budget, else a share of free device memory; on the CPU, where the
+        output buffer shares the RAM, what is left of half the free RAM (at most CPU_PEAK_TARGET) after it."""
         if self.options.memory_budget is not None:
             return int(self.options.memory_budget)
         free = available_memory(self.device)
         if self.device.type == "cpu":
-            return int(min(free // 2, CPU_BUDGET_CAP))
+            return int(max(min(free // 2, CPU_PEAK_TARGET) - output_bytes, min(free // 4, CPU_MIN_BUDGET)))
         return int(free * 0.8)
 
     def _check_budget(self, batch: int, pixels: int) -> None:
@@ -230,14 +235,23 @@ class Upscaler:
             raise _OutOfMemory
 
     def choose_tile(self, height: int, width: int, pad: int, budget: int) -> int:
-        """The largest tile (LR px per side, overlap excluded) whose window fits the budget; 0 = whole image."""
+        """The tile (LR px per side, overlap excluded; 0 = whole image) whose windows fit the budget and compute
+        the fewest pixels: only tiles that cut an axis into n even cores are distinct, so each is tried."""
         factor = self.input_factor
         if self.bytes_per_window(height * width * factor * factor) <= budget:
             return 0
-        per_lr_pixel = self.bytes_per_window(factor * factor * 1024) / 1024
-        side = int(math.sqrt(budget / per_lr_pixel))
-        tile = (side - 2 * pad) // 8 * 8
-        return max(tile, MIN_TILE)
+        best, best_cost = MIN_TILE, math.inf
+        candidates = {math.ceil(length / n) for length in (height, width) for n in range(1, length // MIN_TILE + 1)}
+        for tile in sorted(candidates, reverse=True):
+            if tile < MIN_TILE:
+                continue
+            window = window_size(height, tile, pad) * window_size(width, tile, pad)
+            if self.bytes_per_window(window * factor * factor) > budget:
+                continue
+            cost = math.ceil(height / tile) * math.ceil(width / tile) * window
+            if cost < best_cost:
+                best, best_cost = tile, cost
+        return best
 
     def _new_plan(self, tile: int, pad: int, batch: int, backoffs: int = 0, fallbacks: int = 0) -> Plan:
         return Plan(max(0, int(tile)), pad, int(batch), backoffs, fallbacks, device=str(self.device),
@@ -326,7 +340,7 @@ class Upscaler:
     def _run(self, image: np.ndarray, out: np.ndarray, progress: ProgressCallback | None) -> Plan:
         """Fill `out` (integer RGB, or float64 HxW luma) window by window, backing off on out-of-memory."""
         height, width = image.shape[:2]
-        self._budget = self.memory_budget()
+        self._budget = self.memory_budget(out.nbytes)
         plan = self.plan(height, width)
         while True:
             try:
