@@ -14,11 +14,19 @@ from srcli.models.folding import Conv, FoldedNetwork, Save, Step, walk
 SAFETY = 1.3  # allocator slack and oneDNN workspace over the counted activations
 
 
-def _fusion_works(step: Conv) -> bool:
+def _fusion_works(step: Conv, tried: dict[tuple, bool]) -> bool:
     """oneDNN conv+ReLU / conv+add fusion is CPU-only, and some builds or CPUs lack some variants
-    (bf16 without AVX-512, odd channel counts in older releases): try this conv on a tiny input."""
+    (bf16 without AVX-512, odd channel counts in older releases): try this conv on a tiny input, once per kind
+    of conv (`tried`: EDSR-baseline's 34 convs are 6 kinds; each try costs ~10 ms)."""
     if step.weight.device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return False
+    kind = (tuple(step.weight.shape), step.weight.dtype, step.bias is not None, step.relu, step.residual is not None)
+    if kind not in tried:
+        tried[kind] = _try_fusion(step)
+    return tried[kind]
+
+
+def _try_fusion(step: Conv) -> bool:
     generator = torch.Generator().manual_seed(0)
     shape = (1, step.weight.shape[1], 6, 6)
     x = torch.randn(shape, generator=generator).to(step.weight.dtype).contiguous(memory_format=torch.channels_last)
@@ -80,13 +88,15 @@ def _run_steps(steps: list[Step], x: torch.Tensor) -> torch.Tensor:
 
 
 def _moved(net: FoldedNetwork, device: torch.device, dtype: torch.dtype) -> FoldedNetwork:
+    tried: dict[tuple, bool] = {}
+
     def move(step: Step) -> Step:
         if not isinstance(step, Conv):
             return step
         weight = step.weight.to(device, dtype).contiguous(memory_format=torch.channels_last)
         bias = None if step.bias is None else step.bias.to(device, dtype)
         moved = Conv(weight, bias, step.relu, step.residual)
-        moved.fused = _fusion_works(moved)
+        moved.fused = _fusion_works(moved, tried)
         return moved
 
     return FoldedNetwork(
@@ -121,11 +131,13 @@ class FoldedRunner:
         return torch.finfo(dtype).bits // 8 * (self._trunk_elements + self._trunk_features)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """Model-space input (0..pixel_max) -> the folded network's input: the exact mean subtraction."""
-        net = self._network(torch.float32)
+        """Model-space input (0..pixel_max) -> the folded network's input: the exact mean subtraction (from the
+        float32 master: no precision's network is prepared just for this)."""
+        net = self._master
         if net.input_matrix is not None:
-            x = torch.einsum("oc,nchw->nohw", net.input_matrix, x)
-        return x * net.input_scale.view(1, -1, 1, 1) + net.input_shift.view(1, -1, 1, 1)
+            x = torch.einsum("oc,nchw->nohw", net.input_matrix.to(x.device), x)
+        scale, shift = net.input_scale.to(x.device), net.input_shift.to(x.device)
+        return x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
 
     @property
     def network(self) -> FoldedNetwork:
