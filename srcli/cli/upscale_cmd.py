@@ -99,7 +99,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
         precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 or bf16 (fp16/bf16: GPU only)."),
         backend: str = typer.Option(
-            "auto", "--backend", help="auto (OpenVINO on the CPU when srcli[openvino] is installed), torch, openvino."
+            "auto", "--backend", help="auto (OpenVINO on the CPU when srcli\\[openvino] is installed), torch, openvino."
         ),
         outscale: float | None = typer.Option(
             None, "--outscale", min=1.0, help="Final scale if not the model's (model scale, then a resize)."

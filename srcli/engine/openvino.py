@@ -10,6 +10,7 @@ f32, so outputs stay within one level of torch; the tile overlap and memory esti
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import shutil
@@ -31,10 +32,15 @@ from srcli.models.spec import ModelSpec
 
 INSTALL_HINT = 'the OpenVINO backend is not installed: pip install "srcli[openvino]" (or use --backend torch)'
 CACHE_FORMAT = 2  # bump when what is stored under a key changes
-# Measured on a 2-core EPYC (see benchmarks/bench_upscale.py): one stream over all cores is what a tile-by-tile
-# run needs; f32 keeps outputs within one level of torch (bf16 is faster where the CPU has it, but moves ~20%
-# of the pixels by a level on a trained EDSR-baseline).
+# One stream over all cores (LATENCY): the engine runs one window at a time. f32 inference keeps outputs within
+# one level of torch; bf16, which OpenVINO would pick on CPUs that have it and which ran 2.6x faster on a 2-core
+# EPYC, changed 18% of the pixels and some by 2 levels with the trained EDSR-baseline x4 on Set14.
 COMPILE_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": "1"}
+
+# OpenVINO's activations over the torch runner's estimate for the same window: 1600x1200 -> x4 EDSR-baseline in
+# the same two windows (estimated 2.29 GB each) peaked at 4.04 GB for the whole process, against torch's 2.13 GB:
+# about 3.4 GB of activations where torch used 1.5. The engine sizes OpenVINO's windows by this much more.
+MEMORY_FACTOR = 1.5
 
 conversions = 0  # networks converted by this process (not read from the cache): what the cache tests count
 
@@ -156,7 +162,7 @@ class OpenVINORunner:
     """A network compiled by OpenVINO for the CPU, with the geometry of its torch runner.
 
     A folded network converts as two parts, trunk and tail, so the high-resolution tail runs in the same row
-    strips as on torch and a window needs no more memory than there; any other module converts whole.
+    strips as on torch (OpenVINO's own buffers still take more: MEMORY_FACTOR); any other module converts whole.
     """
 
     def __init__(self, model: nn.Module, spec: ModelSpec, scale: int, geometry: FoldedRunner | ModuleRunner,
@@ -175,22 +181,23 @@ class OpenVINORunner:
                 parts["tail"] = (_Steps(net.tail), features, 1.0)
             self._adds_input = net.adds_input
         else:
-            parts = {"model": (_AtScale(model, call_scale), spec.channels, spec.pixel_max)}
+            parts = {"model": (_AtScale(copy.deepcopy(model), call_scale), spec.channels, spec.pixel_max)}
             self._adds_input = False
         core = ov.Core()
         self._requests = [core.compile_model(converted, "CPU", COMPILE_CONFIG).create_infer_request()
                           for converted in cached_models(ov, folder, parts)]
 
     def bytes_per_pixel(self, dtype: torch.dtype) -> float:
-        return self.geometry.bytes_per_pixel(torch.float32)  # OpenVINO keeps its own precision: f32
+        return MEMORY_FACTOR * self.geometry.bytes_per_pixel(torch.float32)  # f32 whatever the engine's dtype
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return self.geometry.normalise(x)
 
-    def _infer(self, index: int, x: torch.Tensor) -> torch.Tensor:
+    def _infer(self, index: int, x: torch.Tensor, own: bool = True) -> torch.Tensor:
+        """One inference; `own=False` returns the request's own output buffer, valid until its next call."""
         array = np.ascontiguousarray(x.numpy())
         out = self._requests[index].infer({0: array}, share_inputs=True)[0]
-        return torch.from_numpy(np.array(out, dtype=np.float32, copy=True))
+        return torch.from_numpy(np.array(out, dtype=np.float32, copy=True) if own else out)
 
     def forward(self, x: torch.Tensor, dtype: torch.dtype, budget: int) -> torch.Tensor:
         """Normalised input -> float32 output (the global input added in float32 where the network has one)."""
@@ -199,7 +206,11 @@ class OpenVINORunner:
             return self._infer(0, x)
         strip = self.geometry.strip_rows(x.shape[2], x.shape[0] * x.shape[2] * x.shape[3], torch.float32, budget)
         tail = (lambda features: self._infer(1, features)) if len(self._requests) > 1 else None
-        out = run_in_strips(lambda window: self._infer(0, window), tail, x, strip, self.geometry.tail_halo)
+
+        def trunk(window: torch.Tensor) -> torch.Tensor:  # with a tail, it reads the features and they are done
+            return self._infer(0, window, own=tail is None)
+
+        out = run_in_strips(trunk, tail, x, strip, self.geometry.tail_halo)
         if self._adds_input:
             out += x
         return out
