@@ -29,6 +29,7 @@ NETWORK_CHUNK = 1 << 16  # small reads: a dropped connection loses at most this 
 DEFAULT_TIMEOUT = 30.0
 MIRROR_ENV = "SRCLI_MIRROR"
 HOME_ENV = "SRCLI_HOME"
+CACHE_ENV = "SRCLI_CACHE"
 
 
 def data_home() -> Path:
@@ -39,6 +40,20 @@ def data_home() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("srcli", appauthor=False))
+
+
+def cache_home() -> Path:
+    """Where srcli keeps what it can rebuild (converted models): $SRCLI_CACHE, else $SRCLI_HOME/cache, else the
+    platform's user cache dir (e.g. ~/.cache/srcli)."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override).expanduser()
+    home = os.environ.get(HOME_ENV)
+    if home:
+        return Path(home).expanduser() / "cache"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("srcli", appauthor=False))
 
 
 def candidate_urls(official_url: str, mirror: str | None = None) -> list[str]:

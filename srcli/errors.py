@@ -58,3 +58,7 @@ class DeviceError(SrcliError):
 
 class NonFiniteOutputError(SrcliError):
     """A network's output holds NaN or Inf even in fp32: writing it would give a black or white image."""
+
+
+class BackendError(SrcliError):
+    """The asked-for inference backend is not installed, or cannot run on the chosen device."""

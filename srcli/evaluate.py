@@ -199,10 +199,13 @@ def scoring_upscaler(
     device: str = "auto",
     ensemble: bool = False,
     border: str = "zero",
+    backend: str = "torch",
 ) -> Upscaler:
-    """The engine as scoring runs it: the whole LR image at once (no tiles), so scores never depend on memory.
-    `border` zero is the papers' own padding (what the published numbers were scored with)."""
-    options = UpscaleOptions(device=device, tile=0, ensemble=ensemble, border=border)
+    """The engine as scoring runs it: the whole LR image at once (no tiles), so scores never depend on memory;
+    `border` zero is the papers' own padding (what the published numbers were scored with); and torch unless
+    asked, so scores never depend on an optional package either (and training's validation, whose weights
+    change every time, never converts them for OpenVINO)."""
+    options = UpscaleOptions(device=device, tile=0, ensemble=ensemble, border=border, backend=backend)
     return Upscaler(network, scale, options, spec=spec)
 
 
@@ -216,6 +219,7 @@ def evaluate(
     protocol: str = "paper",
     ensemble: bool = False,
     device: str = "auto",
+    backend: str = "torch",
     save_dir: Path | None = None,
     progress: ImageProgress | None = None,
     border: str = "zero",
@@ -230,7 +234,8 @@ def evaluate(
         spec = spec or spec_of(network)
         method = method or spec.arch
         check_scale(spec, scale, method)
-        upscaler = scoring_upscaler(network, scale, spec=spec, device=device, ensemble=ensemble, border=border)
+        upscaler = scoring_upscaler(network, scale, spec=spec, device=device, ensemble=ensemble, border=border,
+                                    backend=backend)
     column = reference_column(spec if network is not None else None, ensemble)
     result = SetResult(dataset.name, scale, BICUBIC if network is None else str(method), protocol, ensemble,
                        reference=reference(dataset.name, scale, column, protocol))

@@ -19,6 +19,19 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _srcli_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Converted models (the OpenVINO backend) go to one cache for the whole run, never the user's."""
+    folder = tmp_path_factory.mktemp("srcli-cache")
+    previous = os.environ.get("SRCLI_CACHE")
+    os.environ["SRCLI_CACHE"] = str(folder)  # child processes (`python -m srcli`) inherit it
+    yield folder
+    if previous is None:
+        os.environ.pop("SRCLI_CACHE", None)
+    else:
+        os.environ["SRCLI_CACHE"] = previous
+
+
 @pytest.fixture
 def benchmark_dir() -> Path:
     return shared_path("datasets", "benchmark")

@@ -68,7 +68,7 @@ def test_the_paper_table_column_comes_from_the_record() -> None:
     assert spec_of(build("vdsr")).table_column(ensemble=True) == "VDSR"  # the table has no VDSR+ column
 
 
-# --- the engine's two paths -------------------------------------------------------------------------------
+# --- the engine's two torch paths (the OpenVINO backend: tests/test_openvino.py) -----------------------------
 
 
 @pytest.mark.parametrize(("preset", "config", "scale"), [("edsr-baseline", {"scale": 2, "blocks": 2}, 2),
@@ -77,10 +77,11 @@ def test_the_paper_table_column_comes_from_the_record() -> None:
 def test_unfolded_path_agrees_with_the_fold_and_tiles_exactly(preset: str, config: dict, scale: int) -> None:
     model = _seeded(preset, **config)
     image = _image(30, 34, seed=1)
-    folded = Upscaler(model, scale, UpscaleOptions(device="cpu", tile=0)).upscale(image).image
-    plain = Upscaler(model, scale, UpscaleOptions(device="cpu", tile=0, fold=False))
+    folded = Upscaler(model, scale, UpscaleOptions(device="cpu", backend="torch", tile=0)).upscale(image).image
+    plain = Upscaler(model, scale, UpscaleOptions(device="cpu", backend="torch", tile=0, fold=False))
     whole = plain.upscale(image).image
-    tiled, plan = Upscaler(model, scale, UpscaleOptions(device="cpu", tile=12, fold=False)).upscale(image)
+    tiler = Upscaler(model, scale, UpscaleOptions(device="cpu", backend="torch", tile=12, fold=False))
+    tiled, plan = tiler.upscale(image)
     assert plan.tiles > 1 and plan.pad == plain.receptive_field
     assert np.array_equal(tiled, whole)
     assert np.abs(whole.astype(int) - folded.astype(int)).max() <= 1

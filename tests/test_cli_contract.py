@@ -90,25 +90,26 @@ def test_models_table_fits_80_columns_without_cutting_cells(cli):
 
 
 def test_single_image_summary_names_the_default_model(cli, image):
-    code, _, err = cli("upscale", image, "--scale", "2", "--tile", "0")
+    code, _, err = cli("upscale", image, "--scale", "2", "--tile", "0", "--backend", "torch")
     assert code == 0, err
     target = image.with_name("photo_x2.png")
-    assert err.strip().startswith(f"wrote {target} (16x12 -> 32x24, srcli-mdsr-baseline on cpu fp32, ")
+    assert err.strip().startswith(f"wrote {target} (16x12 -> 32x24, srcli-mdsr-baseline on cpu fp32 torch, ")
 
 
 def test_batch_option_and_the_engine_plan_reach_json_and_verbose(cli, image, tmp_path):
     checkpoint = tiny_checkpoint(tmp_path / "tiny_x2.pt")
     code, out, err = cli("upscale", image, "--weights", checkpoint, "--tile", "8", "--tile-pad", "2", "--batch", "3",
-                         "--json", "--verbose", "-o", tmp_path / "big.png", "--border", "zero")  # no margin added
+                         "--backend", "torch", "--json", "--verbose", "-o", tmp_path / "big.png", "--border", "zero")
     assert code == 0, err
     report = json.loads(out)
-    assert report["precision"] == "fp32" and report["device"] == "cpu"
-    # 16x12 in 8-px tiles: 2 x 2 windows; --batch 3 caps each forward at 3 of them.
+    assert report["precision"] == "fp32" and report["device"] == "cpu" and report["backend"] == "torch"
+    # 16x12 in 8-px tiles: 2 x 2 windows of 12x10 (8 + 2 pad each side, kept inside the image); --batch 3 caps
+    # each forward at 3 of them; 4 windows of 12x10 computed for 16x12 kept: overlap 480/192 = 2.5.
     assert report["images"][0]["plan"] == {
         "device": "cpu", "precision": "fp32", "tile": 8, "tile_pad": 2, "tiles": 4, "batch": 3,
-        "backoffs": 0, "fp32_fallbacks": 0, "tiling": "exact",
+        "backoffs": 0, "fp32_fallbacks": 0, "tiling": "exact", "backend": "torch", "overlap": 2.5,
     }
-    assert "engine: cpu fp32, 4 tiles of 8 px + 2 pad, batch 3" in err
+    assert "engine: cpu fp32 torch, 4 tiles of 8 px + 2 pad, overlap 2.50x, batch 3" in err
 
 
 def test_eval_table_keeps_numbers_whole_at_80_columns(cli, tmp_path, benchmark_dir):

@@ -86,10 +86,10 @@ def test_outscale_alone_runs_a_native_model_without_resizing(cli, tmp_path):
 
 def test_a_resize_is_said_in_the_summary(cli, tmp_path):
     source = write_image(tmp_path / "a.png")
-    code, _, err = cli("upscale", source, "--outscale", "3.5")
+    code, _, err = cli("upscale", source, "--outscale", "3.5", "--backend", "torch")
     assert code == 0, err
     target = tmp_path / "a_x3.5.png"
-    assert f"wrote {target} (16x12 -> 56x42, srcli-mdsr-baseline on cpu fp32, x4 model + resize to x3.5, " in err
+    assert f"wrote {target} (16x12 -> 56x42, srcli-mdsr-baseline on cpu fp32 torch, x4 model + resize to x3.5, " in err
     write_image(tmp_path / "in" / "b.png")
     write_image(tmp_path / "in" / "c.png", seed=1)
     code, _, err = cli("upscale", tmp_path / "in", "--outscale", "2.5")

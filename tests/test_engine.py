@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from srcli.engine import (
+    MIN_TILE,
     YCBCR_MATRIX,
     YCBCR_OFFSET,
     UpscaleOptions,
@@ -17,12 +18,18 @@ from srcli.engine import (
     choose_device,
     choose_dtype,
 )
+from srcli.engine.tiling import window_size, windows
 from srcli.errors import DeviceError, ScaleError
 from srcli.models import build
 from srcli.resize import imresize
 from srcli.weights import load_checkpoint
 
 CPU = "cpu"
+
+
+def _torch(**options) -> UpscaleOptions:
+    """The torch backend on the CPU, what these tests are about (the OpenVINO backend: tests/test_openvino.py)."""
+    return UpscaleOptions(device=CPU, backend="torch", **options)
 
 
 def _set14_crop(benchmark_dir: Path, rows: slice, cols: slice) -> np.ndarray:
@@ -46,8 +53,8 @@ def _random_image(height: int, width: int, dtype=np.uint8, seed: int = 0) -> np.
 def test_tiled_output_is_byte_identical_to_whole_image_edsr_baseline(benchmark_dir: Path) -> None:
     image = _set14_crop(benchmark_dir, slice(100, 160), slice(40, 240))  # 60 x 200: interior column seams
     model = _seeded("edsr-baseline", scale=2)
-    whole = Upscaler(model, 2, UpscaleOptions(device=CPU, tile=0)).upscale(image).image
-    upscaler = Upscaler(model, 2, UpscaleOptions(device=CPU, tile=40))
+    whole = Upscaler(model, 2, _torch(tile=0)).upscale(image).image
+    upscaler = Upscaler(model, 2, _torch(tile=40))
     calls: list[tuple[int, int]] = []
     tiled, plan = upscaler.upscale(image, lambda done, total: calls.append((done, total)))
     assert plan.pad == upscaler.receptive_field == 36
@@ -59,8 +66,8 @@ def test_tiled_output_is_byte_identical_to_whole_image_edsr_baseline(benchmark_d
 def test_tiled_output_is_byte_identical_to_whole_image_vdsr(benchmark_dir: Path, vdsr_checkpoint: Path) -> None:
     image = _set14_crop(benchmark_dir, slice(60, 100), slice(0, 120))
     model, _ = load_checkpoint(vdsr_checkpoint)
-    whole = Upscaler(model, 3, UpscaleOptions(device=CPU, tile=0)).upscale(image).image
-    upscaler = Upscaler(model, 3, UpscaleOptions(device=CPU, tile=30, batch=2))
+    whole = Upscaler(model, 3, _torch(tile=0)).upscale(image).image
+    upscaler = Upscaler(model, 3, _torch(tile=30, batch=2))
     tiled = upscaler.upscale(image).image
     assert upscaler.receptive_field == 10  # ceil(20 / 3) network + 3 bicubic
     assert np.array_equal(tiled, whole)
@@ -70,8 +77,8 @@ def test_a_pad_below_the_receptive_field_changes_the_output(benchmark_dir: Path)
     """The overlap is what makes tiles exact: with none, the seams show."""
     image = _set14_crop(benchmark_dir, slice(0, 24), slice(0, 96))
     model = _seeded("edsr-baseline", scale=2)
-    whole = Upscaler(model, 2, UpscaleOptions(device=CPU, tile=0)).upscale(image).image
-    seamed = Upscaler(model, 2, UpscaleOptions(device=CPU, tile=24, tile_pad=0)).upscale(image).image
+    whole = Upscaler(model, 2, _torch(tile=0)).upscale(image).image
+    seamed = Upscaler(model, 2, _torch(tile=24, tile_pad=0)).upscale(image).image
     assert (seamed != whole).sum() > 100
 
 
@@ -98,7 +105,7 @@ def test_folded_network_equals_the_model(arch: str, config: dict, scale: int) ->
     x = torch.rand(2, model.channels, 19, 23, generator=torch.Generator().manual_seed(1)) * model.pixel_max
     with torch.inference_mode():
         expected = model(x, scale)
-    folded = Upscaler(model, scale, UpscaleOptions(device=CPU)).network_forward(x)
+    folded = Upscaler(model, scale, _torch()).network_forward(x)
     tolerance = 1e-3 * model.pixel_max / 255 * 10
     assert folded.shape == expected.shape
     assert torch.allclose(folded, expected, atol=tolerance, rtol=0)
@@ -125,10 +132,10 @@ def _manual_ensemble(upscaler: Upscaler, image: np.ndarray) -> np.ndarray:
 def test_ensemble_is_the_average_of_the_eight_transforms(shape: tuple[int, int]) -> None:
     model = _seeded("edsr-baseline", scale=2, blocks=2)
     image = _random_image(*shape)
-    upscaler = Upscaler(model, 2, UpscaleOptions(device=CPU, ensemble=True, tile=0))
+    upscaler = Upscaler(model, 2, _torch(ensemble=True, tile=0))
     got = upscaler.upscale(image).image.astype(np.float64)
     expected = _manual_ensemble(upscaler, image)
-    plain = Upscaler(model, 2, UpscaleOptions(device=CPU, tile=0)).upscale(image).image
+    plain = Upscaler(model, 2, _torch(tile=0)).upscale(image).image
     assert np.abs(got - expected).max() <= 1  # float summation order only
     assert (got != expected).mean() < 1e-3
     assert (got != plain).mean() > 0.3  # the ensemble really changed the result
@@ -137,8 +144,8 @@ def test_ensemble_is_the_average_of_the_eight_transforms(shape: tuple[int, int])
 def test_ensemble_combines_with_tiling_exactly() -> None:
     model = _seeded("edsr-baseline", scale=2, blocks=2)  # receptive field 8
     image = _random_image(30, 30, seed=3)
-    whole = Upscaler(model, 2, UpscaleOptions(device=CPU, ensemble=True, tile=0)).upscale(image).image
-    tiled = Upscaler(model, 2, UpscaleOptions(device=CPU, ensemble=True, tile=12, batch=8)).upscale(image).image
+    whole = Upscaler(model, 2, _torch(ensemble=True, tile=0)).upscale(image).image
+    tiled = Upscaler(model, 2, _torch(ensemble=True, tile=12, batch=8)).upscale(image).image
     assert np.array_equal(tiled, whole)
 
 
@@ -148,14 +155,14 @@ def test_ensemble_combines_with_tiling_exactly() -> None:
 @pytest.mark.parametrize(("outscale", "expected"), [(3.0, (51, 66)), (1.5, (26, 33)), (2.0, (34, 44))])
 def test_outscale_gives_the_rounded_size(outscale: float, expected: tuple[int, int]) -> None:
     model = _seeded("edsr-baseline", scale=2, blocks=1)
-    out = Upscaler(model, 2, UpscaleOptions(device=CPU, outscale=outscale)).upscale(_random_image(17, 22)).image
+    out = Upscaler(model, 2, _torch(outscale=outscale)).upscale(_random_image(17, 22)).image
     assert out.shape == (*expected, 3) and out.dtype == np.uint8
 
 
 def test_uint16_keeps_sixteen_bit_precision() -> None:
     model = _seeded("edsr-baseline", scale=2, blocks=2)
     image = _random_image(16, 20, np.uint16, seed=5)
-    out = Upscaler(model, 2, UpscaleOptions(device=CPU)).upscale(image).image
+    out = Upscaler(model, 2, _torch()).upscale(image).image
     assert out.dtype == np.uint16 and out.shape == (32, 40, 3)
     x = torch.from_numpy(image.astype(np.float64) * 255 / 65535).permute(2, 0, 1)[None].float()
     with torch.inference_mode():
@@ -170,7 +177,7 @@ def test_vdsr_y_channel_reassembles_colour_exactly() -> None:
     with torch.no_grad():
         model.output.weight.zero_()
     image = _random_image(14, 18, seed=7)
-    upscaler = Upscaler(model, 3, UpscaleOptions(device=CPU))
+    upscaler = Upscaler(model, 3, _torch())
     bicubic = imresize(image.astype(np.float64) / 255, scale=3) * 255
     assert np.array_equal(upscaler.upscale(image).image, np.clip(np.round(bicubic), 0, 255).astype(np.uint8))
     luma = upscaler.upscale_luma(image)
@@ -195,9 +202,9 @@ def test_half_precision_overflow_falls_back_to_fp32() -> None:
     with torch.no_grad():
         model.head[0].weight.mul_(2000.0)  # activations beyond fp16's 65504: Inf in half precision
     image = _random_image(12, 12, seed=2)
-    half = Upscaler(model, 2, UpscaleOptions(device=CPU, precision="fp16"))
+    half = Upscaler(model, 2, _torch(precision="fp16"))
     out, plan = half.upscale(image)
-    full = Upscaler(model, 2, UpscaleOptions(device=CPU, precision="fp32")).upscale(image).image
+    full = Upscaler(model, 2, _torch(precision="fp32")).upscale(image).image
     assert plan.fallbacks == 1
     assert np.array_equal(out, full)
 
@@ -220,46 +227,63 @@ def test_asking_for_cuda_without_a_gpu_is_a_clear_error() -> None:
 
 def test_a_scale_the_model_lacks_is_refused() -> None:
     with pytest.raises(ScaleError, match="x2"):
-        Upscaler(_seeded("edsr-baseline", scale=2, blocks=1), 4, UpscaleOptions(device=CPU))
+        Upscaler(_seeded("edsr-baseline", scale=2, blocks=1), 4, _torch())
 
 
 # --- memory --------------------------------------------------------------------------------------------
 
 
 def test_tile_size_follows_the_memory_budget() -> None:
-    upscaler = Upscaler(_seeded("edsr-baseline", scale=4), 4, UpscaleOptions(device=CPU))
+    upscaler = Upscaler(_seeded("edsr-baseline", scale=4), 4, _torch())
     pad = upscaler.receptive_field
     small = upscaler.choose_tile(3000, 4000, pad, 256 * 2**20)
     large = upscaler.choose_tile(3000, 4000, pad, 1024 * 2**20)
     assert 0 < small < large
+
+    def window(tile: int) -> int:
+        return window_size(3000, tile, pad) * window_size(4000, tile, pad)
+
+    def computed(tile: int) -> int:
+        return len(windows(3000, 4000, tile, pad)) * window(tile)
+
     for budget, tile in ((256 * 2**20, small), (1024 * 2**20, large)):
-        assert upscaler.bytes_per_window((tile + 2 * pad) ** 2) <= budget
-        assert upscaler.bytes_per_window((tile + 8 + 2 * pad) ** 2) > budget  # the largest multiple of 8
+        assert upscaler.bytes_per_window(window(tile)) <= budget
+        fitting = [t for t in range(MIN_TILE, 4001) if upscaler.bytes_per_window(window(t)) <= budget]
+        assert computed(tile) == min(computed(t) for t in fitting)  # the least overlap that fits
     assert upscaler.choose_tile(64, 64, pad, 1024 * 2**20) == 0  # fits whole
+
+
+def test_a_budget_for_half_an_image_cuts_it_in_two() -> None:
+    """Not square tiles of the largest size (2 x 2 windows here) but the cut that computes the fewest pixels."""
+    upscaler = Upscaler(_seeded("edsr-baseline", scale=4), 4, _torch())
+    pad = upscaler.receptive_field
+    halves = window_size(1200, 1200, pad) * window_size(1600, 1200, pad)  # 1200 x (800 + 2 pad)
+    tile = upscaler.choose_tile(1200, 1600, pad, upscaler.bytes_per_window(halves))
+    assert len(windows(1200, 1600, tile, pad)) == 2
 
 
 def test_out_of_memory_backs_off_to_smaller_tiles_with_the_same_result() -> None:
     model = _seeded("edsr-baseline", scale=2, blocks=2)
     image = _random_image(48, 64, seed=4)
-    whole = Upscaler(model, 2, UpscaleOptions(device=CPU, tile=0)).upscale(image).image
-    probe = Upscaler(model, 2, UpscaleOptions(device=CPU))
+    whole = Upscaler(model, 2, _torch(tile=0)).upscale(image).image
+    probe = Upscaler(model, 2, _torch())
     budget = probe.bytes_per_window(40 * 40)  # the whole 48x64 image does not fit; a 16+2*8 window does
-    upscaler = Upscaler(model, 2, UpscaleOptions(device=CPU, tile=0, batch=4, memory_budget=budget))
+    upscaler = Upscaler(model, 2, _torch(tile=0, batch=4, memory_budget=budget))
     out, plan = upscaler.upscale(image)
     assert plan.backoffs >= 2 and plan.batch == 1 and 0 < plan.tile < 48
     assert np.array_equal(out, whole)
     with pytest.raises(DeviceError, match="not enough memory"):
-        Upscaler(model, 2, UpscaleOptions(device=CPU, tile=0, memory_budget=1000)).upscale(image)
+        Upscaler(model, 2, _torch(tile=0, memory_budget=1000)).upscale(image)
 
 
 def test_tail_strips_under_a_tight_budget_give_the_same_bytes() -> None:
     """x4's high-resolution tail runs in overlapping row strips when memory is short; the result is unchanged."""
     model = _seeded("edsr-baseline", scale=4, blocks=2)
     image = _random_image(40, 36, seed=9)
-    roomy = Upscaler(model, 4, UpscaleOptions(device=CPU, tile=0, memory_budget=2**30))
-    probe = Upscaler(model, 4, UpscaleOptions(device=CPU))
-    tight = Upscaler(model, 4, UpscaleOptions(device=CPU, tile=0, memory_budget=probe.bytes_per_window(40 * 36)))
-    strips = [u.runner._strip_rows(40, 40 * 36, torch.float32, u.memory_budget()) for u in (tight, roomy)]
+    roomy = Upscaler(model, 4, _torch(tile=0, memory_budget=2**30))
+    probe = Upscaler(model, 4, _torch())
+    tight = Upscaler(model, 4, _torch(tile=0, memory_budget=probe.bytes_per_window(40 * 36)))
+    strips = [u.runner.strip_rows(40, 40 * 36, torch.float32, u.memory_budget()) for u in (tight, roomy)]
     assert strips[0] < 40 <= strips[1]
     out, plan = tight.upscale(image)
     assert plan.backoffs == 0

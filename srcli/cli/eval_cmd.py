@@ -99,6 +99,10 @@ def register(app: typer.Typer) -> None:
             help="zero: the papers' padding (published numbers). reflect / replicate: as `srcli upscale` runs.",
         ),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+        backend: str = typer.Option(
+            "torch", "--backend",
+            help="torch (default: scores as published, whatever is installed), openvino (CPU, faster) or auto.",
+        ),
         mirror: str = typer.Option(
             None, "--mirror", help="Base URL holding the dataset archives by file name ($SRCLI_DATASET_MIRROR)."
         ),
@@ -124,9 +128,11 @@ def register(app: typer.Typer) -> None:
 
           srcli eval div2k-valid10 --model edsr-baseline -s 2 --protocol div2k-rgb
         """
+        from srcli.cli.upscale_cmd import check_device
         from srcli.datasets import dataset_spec, prepare
         from srcli.evaluate import BICUBIC, evaluate
 
+        check_device(device, "auto", backend)
         if model is not None and weights is not None:
             raise fail("give --model NAME (or 'bicubic') or --weights PATH, not both")
         if ensemble and model is not None and model.lower() == BICUBIC:
@@ -170,7 +176,7 @@ def register(app: typer.Typer) -> None:
                     results.append(evaluate(
                         dataset, each_scale, resolved.model if resolved else None, resolved.spec if resolved else None,
                         method=resolved.name if resolved else None, protocol=protocol.value, ensemble=ensemble,
-                        device=device, save_dir=save_dir, progress=on_image, border=border.value,
+                        device=device, backend=backend, save_dir=save_dir, progress=on_image, border=border.value,
                     ))
 
         if as_json:

@@ -101,6 +101,9 @@ def register(app: typer.Typer) -> None:
         ),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
         precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 or bf16 (fp16/bf16: GPU only)."),
+        backend: str = typer.Option(
+            "auto", "--backend", help="auto (OpenVINO on the CPU when srcli\\[openvino] is installed), torch, openvino."
+        ),
         outscale: float | None = typer.Option(
             None, "--outscale", min=1.0,
             help="Final scale, e.g. 3.5: a native model when one exists, else the next scale up and a resize.",
@@ -152,7 +155,7 @@ def register(app: typer.Typer) -> None:
         if skip_existing and overwrite:
             raise SrcliError("--skip-existing and --overwrite contradict each other: pick one")
         pixel_limit = parse_pixels(max_pixels) or None
-        check_device(device, precision)
+        check_device(device, precision, backend)
         shard = join_shard()
         try:
             resolved, scale = resolve_model(model, weights_path, scale, mirror, outscale)
@@ -171,6 +174,7 @@ def register(app: typer.Typer) -> None:
                     outscale=outscale,
                     batch=batch,
                     border=border.value,
+                    backend=backend,
                 ),
                 output_format,
                 quality,
@@ -191,13 +195,15 @@ def register(app: typer.Typer) -> None:
             raise SystemExit(code)
 
 
-def check_device(device: str, precision: str) -> None:
-    """Refuse an absent device or a precision that cannot help, before any input is looked at."""
-    from srcli.engine import choose_device, choose_dtype, refuse_cpu_half
+def check_device(device: str, precision: str, backend: str = "auto") -> None:
+    """Refuse an absent device, a precision that cannot help or a backend that cannot run, before any input is
+    looked at."""
+    from srcli.engine import choose_backend, choose_device, choose_dtype, refuse_cpu_half
 
     chosen = choose_device(device)
-    choose_dtype(precision, chosen)
+    dtype = choose_dtype(precision, chosen)
     refuse_cpu_half(chosen, precision)
+    choose_backend(backend, chosen, dtype)
 
 
 def _shard_device(device: str, shard: Shard) -> str:
@@ -244,7 +250,7 @@ def _upscale(
     shard.wait_for_all()
     upscaler = Upscaler(resolved.model, scale, options, spec=resolved.spec)
     pipeline = ImagePipeline(upscaler)
-    device = f"{upscaler.device} {precision_name(upscaler.dtype)}"
+    device = f"{upscaler.device} {precision_name(upscaler.dtype)} {upscaler.backend}"
     mine = shard.take(jobs)
     lone = len(jobs) + len(problems) == 1
     if shard.rank == 0:
@@ -353,7 +359,9 @@ def _plan_text(plan: dict) -> str:
     if plan.get("tiling") == "approximate":
         tiles += ", approximate tiling (cross-faded: this network's tiles cannot be exact)"
     tile = "whole image" if plan["tiles"] == 1 else tiles
-    text = f"{plan['device']} {plan['precision']}, {tile}, batch {plan['batch']}"
+    if plan["tiles"] > 1:
+        tile += f", overlap {plan['overlap']:.2f}x"
+    text = f"{_engine_label(plan)}, {tile}, batch {plan['batch']}"
     note = _plan_note(plan)
     return f"{text}; [yellow]{note}[/]" if note else text
 
@@ -363,11 +371,15 @@ def _resize_note(scale: int, label: str) -> str:
     return "" if label == str(scale) else f"x{scale} model + resize to x{label}"
 
 
+def _engine_label(plan: dict) -> str:
+    return f"{plan['device']} {plan['precision']} {plan['backend']}"
+
+
 def _report_single(result: ImageResult, model: str, verbose: bool, resize: str = "") -> None:
     if result.status == "written" and result.input_size and result.output_size:
         (w, h), (ow, oh) = result.input_size, result.output_size
         plan = result.plan or {}
-        where = f" on {plan['device']} {plan['precision']}" if plan else ""
+        where = f" on {_engine_label(plan)}" if plan else ""
         resize = f", {resize}" if resize else ""
         console.print(
             f"wrote {escape(result.target)} ({w}x{h} -> {ow}x{oh}, {escape(model)}{where}{resize}, "
@@ -407,6 +419,7 @@ def _json(summary: Summary, model: str, scale: int, label: str, upscaler: Upscal
         "output_scale": label,
         "device": str(upscaler.device),
         "precision": precision_name(upscaler.dtype),
+        "backend": upscaler.backend,
         "ensemble": upscaler.options.ensemble,
         "processes": shard.world,
         "written": summary.count("written"),

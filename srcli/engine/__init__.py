@@ -3,14 +3,23 @@
 - devices: which device and precision, and the memory free there (also used by training and the CLI);
 - tiling: where windows fall, and the self-ensemble's transforms;
 - folded: the fast path for architectures that declare a fold; module: any other nn.Module as it is;
+- openvino: the optional OpenVINO CPU backend (`srcli[openvino]`), its converted models cached;
 - upscaler: the Upscaler that ties them together.
 """
 
-from srcli.engine.devices import available_memory, choose_device, choose_dtype, precision_name, refuse_cpu_half
+from srcli.engine.devices import (
+    BACKENDS,
+    available_memory,
+    choose_backend,
+    choose_device,
+    choose_dtype,
+    precision_name,
+    refuse_cpu_half,
+)
 from srcli.engine.tiling import window_size
 from srcli.engine.upscaler import (
     BORDERS,
-    CPU_BUDGET_CAP,
+    CPU_PEAK_TARGET,
     MIN_TILE,
     YCBCR_MATRIX,
     YCBCR_OFFSET,
@@ -22,8 +31,8 @@ from srcli.engine.upscaler import (
 )
 
 __all__ = [
-    "BORDERS",
-    "CPU_BUDGET_CAP", "MIN_TILE", "YCBCR_MATRIX", "YCBCR_OFFSET", "Plan", "ProgressCallback", "UpscaleOptions",
-    "Upscaled", "Upscaler",
-    "available_memory", "choose_device", "choose_dtype", "precision_name", "refuse_cpu_half", "window_size",
+    "BACKENDS", "BORDERS", "CPU_PEAK_TARGET", "MIN_TILE", "YCBCR_MATRIX", "YCBCR_OFFSET", "Plan", "ProgressCallback",
+    "UpscaleOptions", "Upscaled", "Upscaler",
+    "available_memory", "choose_backend", "choose_device", "choose_dtype", "precision_name", "refuse_cpu_half",
+    "window_size",
 ]

@@ -1,5 +1,5 @@
-"""Which device and precision to run on, and how much memory is free there: one chooser for upscale, eval and
-training."""
+"""Which device, precision and backend to run on, and how much memory is free there: one chooser for upscale,
+eval and training."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from srcli.errors import DeviceError
+from srcli.errors import BackendError, DeviceError
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 PRECISION_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
@@ -51,6 +51,32 @@ def choose_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision not in _DTYPES:
         raise DeviceError(f"unknown precision {precision!r}: use auto, fp32, fp16 or bf16")
     return _DTYPES[precision]
+
+
+BACKENDS = ("auto", "torch", "openvino")
+
+
+def choose_backend(name: str, device: torch.device, dtype: torch.dtype, convertible: bool = True) -> str:
+    """auto: OpenVINO for fp32 on the CPU where `srcli[openvino]` is installed (faster there) and the network is
+    one auto may convert, torch otherwise (always on CUDA and MPS). An explicit `openvino` that cannot run is
+    the user's error."""
+    from srcli.engine.openvino import load_openvino, openvino_available
+
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r}: use auto, torch or openvino")
+    if name == "torch":
+        return name
+    runs_here = device.type == "cpu" and dtype == torch.float32
+    if name == "auto":
+        return "openvino" if runs_here and convertible and openvino_available() else "torch"
+    if device.type != "cpu":
+        raise BackendError(
+            f"--backend openvino runs on the CPU, not {device.type}: use --device cpu or --backend torch"
+        )
+    if dtype != torch.float32:
+        raise BackendError(f"--backend openvino runs fp32, not {precision_name(dtype)}: use --precision auto")
+    load_openvino()
+    return name
 
 
 def refuse_cpu_half(device: torch.device, precision: str) -> None:

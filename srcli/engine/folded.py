@@ -4,6 +4,7 @@ high-resolution tail in row strips so it never needs more memory than the trunk.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -13,11 +14,19 @@ from srcli.models.folding import Conv, FoldedNetwork, Save, Step, walk
 SAFETY = 1.3  # allocator slack and oneDNN workspace over the counted activations
 
 
-def _fusion_works(step: Conv) -> bool:
+def _fusion_works(step: Conv, tried: dict[tuple, bool]) -> bool:
     """oneDNN conv+ReLU / conv+add fusion is CPU-only, and some builds or CPUs lack some variants
-    (bf16 without AVX-512, odd channel counts in older releases): try this conv on a tiny input."""
+    (bf16 without AVX-512, odd channel counts in older releases): try this conv on a tiny input, once per kind
+    of conv (`tried`: EDSR-baseline's 34 convs are 6 kinds; each try costs ~10 ms)."""
     if step.weight.device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return False
+    kind = (tuple(step.weight.shape), step.weight.dtype, step.bias is not None, step.relu, step.residual is not None)
+    if kind not in tried:
+        tried[kind] = _try_fusion(step)
+    return tried[kind]
+
+
+def _try_fusion(step: Conv) -> bool:
     generator = torch.Generator().manual_seed(0)
     shape = (1, step.weight.shape[1], 6, 6)
     x = torch.randn(shape, generator=generator).to(step.weight.dtype).contiguous(memory_format=torch.channels_last)
@@ -79,13 +88,15 @@ def _run_steps(steps: list[Step], x: torch.Tensor) -> torch.Tensor:
 
 
 def _moved(net: FoldedNetwork, device: torch.device, dtype: torch.dtype) -> FoldedNetwork:
+    tried: dict[tuple, bool] = {}
+
     def move(step: Step) -> Step:
         if not isinstance(step, Conv):
             return step
         weight = step.weight.to(device, dtype).contiguous(memory_format=torch.channels_last)
         bias = None if step.bias is None else step.bias.to(device, dtype)
         moved = Conv(weight, bias, step.relu, step.residual)
-        moved.fused = _fusion_works(moved)
+        moved.fused = _fusion_works(moved, tried)
         return moved
 
     return FoldedNetwork(
@@ -120,13 +131,24 @@ class FoldedRunner:
         return torch.finfo(dtype).bits // 8 * (self._trunk_elements + self._trunk_features)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """Model-space input (0..pixel_max) -> the folded network's input: the exact mean subtraction."""
-        net = self._network(torch.float32)
+        """Model-space input (0..pixel_max) -> the folded network's input: the exact mean subtraction (from the
+        float32 master: no precision's network is prepared just for this)."""
+        net = self._master
         if net.input_matrix is not None:
-            x = torch.einsum("oc,nchw->nohw", net.input_matrix, x)
-        return x * net.input_scale.view(1, -1, 1, 1) + net.input_shift.view(1, -1, 1, 1)
+            x = torch.einsum("oc,nchw->nohw", net.input_matrix.to(x.device), x)
+        scale, shift = net.input_scale.to(x.device), net.input_shift.to(x.device)
+        return x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
 
-    def _strip_rows(self, height: int, pixels: int, dtype: torch.dtype, budget: int) -> int:
+    @property
+    def network(self) -> FoldedNetwork:
+        """The folded network as folded (float32, CPU)."""
+        return self._master
+
+    @property
+    def tail_halo(self) -> int:
+        return self._tail_halo
+
+    def strip_rows(self, height: int, pixels: int, dtype: torch.dtype, budget: int) -> int:
         """Rows per tail strip: all of them when the high-resolution tail fits the budget whole (GPUs),
         else strips sized so the tail needs no more memory than the trunk."""
         if not self._tail_elements:
@@ -140,25 +162,34 @@ class FoldedRunner:
         """Normalised input -> float32 output (the global input added in float32 where the network has one)."""
         x = x.contiguous(memory_format=torch.channels_last)
         net = self._network(dtype)
-        strip = self._strip_rows(x.shape[2], x.shape[0] * x.shape[2] * x.shape[3], dtype, budget)
+        strip = self.strip_rows(x.shape[2], x.shape[0] * x.shape[2] * x.shape[3], dtype, budget)
         out = self._run(net, x.to(dtype), strip).float()
         if net.adds_input:
             out += x.float()
         return out
 
     def _run(self, net: FoldedNetwork, x: torch.Tensor, strip_rows: int) -> torch.Tensor:
-        """Trunk on the whole window, then the tail over row strips that overlap by its receptive radius."""
-        features = _run_steps(net.trunk, x)
-        if not net.tail:
-            return features
-        height, halo = features.shape[2], self._tail_halo
-        if strip_rows >= height:
-            return _run_steps(net.tail, features)
-        pieces = []
-        for top in range(0, height, strip_rows):
-            bottom = min(top + strip_rows, height)
-            start, stop = max(top - halo, 0), min(bottom + halo, height)
-            out = _run_steps(net.tail, features[:, :, start:stop])
-            factor = out.shape[2] // (stop - start)
-            pieces.append(out[:, :, (top - start) * factor : (bottom - start) * factor])
-        return torch.cat(pieces, dim=2)
+        tail = (lambda features: _run_steps(net.tail, features)) if net.tail else None
+        return run_in_strips(lambda window: _run_steps(net.trunk, window), tail, x, strip_rows, self._tail_halo)
+
+
+Part = Callable[[torch.Tensor], torch.Tensor]
+
+
+def run_in_strips(trunk: Part, tail: Part | None, x: torch.Tensor, strip_rows: int, halo: int) -> torch.Tensor:
+    """Trunk on the whole window, then the tail over row strips that overlap by its receptive radius (`halo`
+    rows): each strip's kept rows are exactly what the tail gives on the whole, in a strip's memory."""
+    features = trunk(x)
+    if tail is None:
+        return features
+    height = features.shape[2]
+    if strip_rows >= height:
+        return tail(features)
+    pieces = []
+    for top in range(0, height, strip_rows):
+        bottom = min(top + strip_rows, height)
+        start, stop = max(top - halo, 0), min(bottom + halo, height)
+        out = tail(features[:, :, start:stop])
+        factor = out.shape[2] // (stop - start)
+        pieces.append(out[:, :, (top - start) * factor : (bottom - start) * factor])
+    return torch.cat(pieces, dim=2)

@@ -4,7 +4,8 @@ Tiles overlap by the network's receptive field, so each tile's cropped output ho
 whole-image run gives; every tile window has one shape, so windows and the eight self-ensemble transforms
 batch into single forwards. The output is allocated once in the image's integer dtype and tiles are written
 into it. Networks that declare a fold run folded (srcli.engine.folded); any other nn.Module runs as it is
-(srcli.engine.module).
+(srcli.engine.module); with the OpenVINO backend the module runs compiled by OpenVINO (srcli.engine.openvino),
+the torch runner still giving its geometry. `_make_runner` is the one place a runner is chosen.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from srcli.engine.devices import available_memory, choose_device, choose_dtype, precision_name
+from srcli.download import cache_home
+from srcli.engine.devices import available_memory, choose_backend, choose_device, choose_dtype, precision_name
 from srcli.engine.folded import SAFETY, FoldedRunner
 from srcli.engine.module import ModuleRunner
+from srcli.engine.openvino import OpenVINORunner
 from srcli.engine.tiling import TRANSFORMS, Window, dihedral, feather, undo_dihedral, window_size, windows
 from srcli.errors import DeviceError, NonFiniteOutputError, ScaleError
 from srcli.models import ModelSpec, spec_of
@@ -31,7 +34,11 @@ ProgressCallback = Callable[[int, int], None]  # (done, total) windows; total re
 
 MIN_TILE = 16  # smallest tile core (LR px) the back-off goes down to before giving up
 APPROXIMATE_PAD = 24  # overlap (LR px) of blended tiles, for networks whose tiles cannot be exact
-CPU_BUDGET_CAP = 1536 * 2**20  # bigger CPU tiles gain nothing measurable and cost peak memory
+# A CPU run plans its output buffer plus one window within this, or within half the free RAM if less: big enough
+# that a 1600x1200 -> x4 EDSR-baseline run takes 2 windows (overlap 1.09x), small enough that a 4000x3000 -> x4
+# run (576 MB of output) peaks under 3 GB.
+CPU_PEAK_TARGET = 2560 * 2**20
+CPU_MIN_BUDGET = 256 * 2**20  # the window's share when the output alone takes the target (huge images)
 
 # How the image is extended past its edges before the network. "zero" is what the papers' networks do (their
 # convolutions pad with zeros: border pixels darken, a black image gets corners up to 31 at x4); the others
@@ -62,6 +69,7 @@ class UpscaleOptions:
     memory_budget: int | None = None  # bytes for activations; None: from free memory (also the OOM guard)
     fold: bool = True  # use the architecture's folded fast path where it declares one
     border: str = "zero"  # zero (the papers' padding; what eval scores) | reflect | replicate (see BORDERS)
+    backend: str = "auto"  # auto (OpenVINO for fp32 on the CPU where installed, else torch) | torch | openvino
 
 
 @dataclass
@@ -78,6 +86,8 @@ class Plan:
     precision: str = "fp32"
     transforms: int = 1  # 8 with the self-ensemble
     exact: bool = True  # False: the network is not translation-equivariant; tiles are cross-faded, not exact
+    backend: str = "torch"  # torch | openvino
+    overlap: float = 1.0  # pixels computed / pixels kept: what the tiles' overlap costs (1.0: whole image)
 
     @property
     def forward_batch(self) -> int:
@@ -91,6 +101,7 @@ class Plan:
         data["fp32_fallbacks"] = data.pop("fallbacks")
         data["batch"] = self.forward_batch
         data["tiling"] = "exact" if self.exact or self.tiles == 1 else "approximate"
+        data["overlap"] = round(self.overlap, 3)
         del data["transforms"], data["exact"]
         return data
 
@@ -140,14 +151,13 @@ class Upscaler:
         self.channels = int(self.spec.channels)
         self.upscales_inside = not self.spec.bicubic_input
         self.luma_model = self.spec.bicubic_input and self.channels == 1
-        fold = self.spec.architecture.fold
-        if fold is not None and self.options.fold:
-            self.runner: FoldedRunner | ModuleRunner = FoldedRunner(fold(model, self.scale), self.channels, self.device)
-        else:
-            self.runner = ModuleRunner(model, self.spec, self.scale, self.device)
+        # auto converts only srcli's folded networks: a zoo module may hold ops a converter does not know
+        self.backend = choose_backend(self.options.backend, self.device, self.dtype,
+                                      convertible=self.spec.architecture.fold is not None)
+        self.runner = self._make_runner(model)
         self.input_factor = 1 if self.upscales_inside else self.scale  # network input px per LR px, per side
         self._out_elements = 3 * (self.scale // self.input_factor) ** 2
-        self.exact = getattr(self.runner, "exact", True)
+        self.exact = getattr(getattr(self.runner, "geometry", self.runner), "exact", True)
         radius = self.runner.receptive_radius  # in network-input pixels
         if not self.exact:
             self.receptive_field = APPROXIMATE_PAD
@@ -168,6 +178,17 @@ class Upscaler:
         return torch.bfloat16 if record.bf16_precision and self.device.type == "cuda" else torch.float32
 
     # -- the network ----------------------------------------------------------------------------------
+
+    def _make_runner(self, model: nn.Module) -> FoldedRunner | ModuleRunner | OpenVINORunner:
+        """The torch runner (folded where the architecture declares a fold), or OpenVINO running what it runs."""
+        fold = self.spec.architecture.fold
+        if fold is not None and self.options.fold:
+            runner: FoldedRunner | ModuleRunner = FoldedRunner(fold(model, self.scale), self.channels, self.device)
+        else:
+            runner = ModuleRunner(model, self.spec, self.scale, self.device)
+        if self.backend == "openvino":
+            return OpenVINORunner(model, self.spec, self.scale, runner, cache_home() / "openvino")
+        return runner
 
     def _forward(self, x: torch.Tensor, plan: Plan) -> torch.Tensor:
         """Normalised input -> float32 output; NaN/Inf in half precision re-runs the batch in fp32."""
@@ -226,13 +247,14 @@ class Upscaler:
         bicubic = 0 if self.upscales_inside else 8 * 3 * 4 * pixels  # float64 RGB, YCbCr and copies
         return int(SAFETY * (activations + outputs + bicubic))
 
-    def memory_budget(self) -> int:
-        """Bytes the engine plans to use: the explicit budget, else a share of free device memory."""
+    def memory_budget(self, output_bytes: int = 0) -> int:
+        """Bytes a window may use: the explicit budget, else a share of free device memory; on the CPU, where the
+        output buffer shares the RAM, what is left of half the free RAM (at most CPU_PEAK_TARGET) after it."""
         if self.options.memory_budget is not None:
             return int(self.options.memory_budget)
         free = available_memory(self.device)
         if self.device.type == "cpu":
-            return int(min(free // 2, CPU_BUDGET_CAP))
+            return int(max(min(free // 2, CPU_PEAK_TARGET) - output_bytes, min(free // 4, CPU_MIN_BUDGET)))
         return int(free * 0.8)
 
     def _check_budget(self, batch: int, pixels: int) -> None:
@@ -248,19 +270,28 @@ class Upscaler:
             raise _OutOfMemory
 
     def choose_tile(self, height: int, width: int, pad: int, budget: int) -> int:
-        """The largest tile (LR px per side, overlap excluded) whose window fits the budget; 0 = whole image."""
+        """The tile (LR px per side, overlap excluded; 0 = whole image) whose windows fit the budget and compute
+        the fewest pixels: only tiles that cut an axis into n even cores are distinct, so each is tried."""
         factor = self.input_factor
         if self.bytes_per_window(height * width * factor * factor) <= budget:
             return 0
-        per_lr_pixel = self.bytes_per_window(factor * factor * 1024) / 1024
-        side = int(math.sqrt(budget / per_lr_pixel))
-        tile = (side - 2 * pad) // 8 * 8
-        return max(tile, MIN_TILE)
+        best, best_cost = MIN_TILE, math.inf
+        candidates = {math.ceil(length / n) for length in (height, width) for n in range(1, length // MIN_TILE + 1)}
+        for tile in sorted(candidates, reverse=True):
+            if tile < MIN_TILE:
+                continue
+            window = window_size(height, tile, pad, self.size) * window_size(width, tile, pad, self.size)
+            if self.bytes_per_window(window * factor * factor) > budget:
+                continue
+            cost = math.ceil(height / tile) * math.ceil(width / tile) * window
+            if cost < best_cost:
+                best, best_cost = tile, cost
+        return best
 
     def _new_plan(self, tile: int, pad: int, batch: int, backoffs: int = 0, fallbacks: int = 0) -> Plan:
         return Plan(max(0, int(tile)), pad, int(batch), backoffs, fallbacks, device=str(self.device),
                     precision=precision_name(self.dtype), transforms=8 if self.options.ensemble else 1,
-                    exact=self.exact)
+                    exact=self.exact, backend=self.backend)
 
     def plan(self, height: int, width: int) -> Plan:
         pad = self.receptive_field if self.options.tile_pad is None else max(0, int(self.options.tile_pad))
@@ -355,7 +386,7 @@ class Upscaler:
             plan = self._run(image, whole, progress)
             out[...] = whole[: out.shape[0], : out.shape[1]]
             return plan
-        self._budget = self.memory_budget()
+        self._budget = self.memory_budget(out.nbytes)
         plan = self.plan(height, width)
         while True:
             try:
@@ -373,8 +404,12 @@ class Upscaler:
                 plan = smaller
 
     def _run_plan(self, image: np.ndarray, out: np.ndarray, plan: Plan, progress: ProgressCallback | None) -> None:
-        cuts = windows(image.shape[0], image.shape[1], plan.tile, plan.pad, self.size)
+        height, width = image.shape[:2]
+        cuts = windows(height, width, plan.tile, plan.pad, self.size)
         plan.tiles = len(cuts)
+        window_area = window_size(height, plan.tile, plan.pad, self.size)
+        window_area *= window_size(width, plan.tile, plan.pad, self.size)
+        plan.overlap = len(cuts) * window_area / (height * width)
         blend = None
         if not self.exact and len(cuts) > 1:
             if out.dtype == np.float64 or self.luma_model:
