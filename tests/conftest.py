@@ -106,3 +106,19 @@ def srcli_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("SRCLI_HOME", str(home))
     monkeypatch.delenv("SRCLI_MIRROR", raising=False)
     return home
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """`srcli ARGV...` in-process through the real entry point -> (exit code, stdout, stderr)."""
+    from upscale_helpers import run_cli
+
+    return lambda *argv: run_cli([str(a) for a in argv], capsys, monkeypatch)
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    """A real, untrained one-block EDSR x2 state dict file."""
+    from upscale_helpers import tiny_checkpoint
+
+    return tiny_checkpoint(tmp_path / "tiny_x2.pt")

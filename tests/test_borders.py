@@ -9,16 +9,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from upscale_helpers import run_cli
 
 from srcli.engine import BORDERS, UpscaleOptions, Upscaler
 from srcli.imageio import read_image
 from srcli.models import build
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    return lambda *argv: run_cli([str(a) for a in argv], capsys, monkeypatch)
 
 
 def _upscale(cli, tmp_path, image: np.ndarray, *extra: str) -> np.ndarray:

@@ -7,28 +7,16 @@ import os
 import signal
 import subprocess
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from loopback import saved
-from upscale_helpers import REPO, assert_one_error_line, run_cli, srcli_command, tiny_checkpoint, write_image
+from upscale_helpers import REPO, assert_one_error_line, srcli_command, write_image
 
 from srcli import download, weights
 from srcli.errors import CheckpointError, DownloadError
 from srcli.models import build
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    return lambda *argv: run_cli([str(a) for a in argv], capsys, monkeypatch)
-
-
-@pytest.fixture
-def checkpoint(tmp_path: Path) -> Path:
-    return tiny_checkpoint(tmp_path / "tiny_x2.pt")
-
 
 # --- 4. file names are text, never rich markup -------------------------------------------------------------
 

@@ -13,23 +13,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from upscale_helpers import REPO, assert_one_error_line, run_cli, srcli_command, tiny_checkpoint, write_image
+from upscale_helpers import REPO, assert_one_error_line, srcli_command, tiny_checkpoint, write_image
 
 from srcli import weights
 from srcli.engine import UpscaleOptions, Upscaler
 from srcli.imageio import read_image
 from srcli.models import build
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    return lambda *argv: run_cli([str(a) for a in argv], capsys, monkeypatch)
-
-
-@pytest.fixture
-def checkpoint(tmp_path: Path) -> Path:
-    return tiny_checkpoint(tmp_path / "tiny_x2.pt")
-
 
 _image = write_image
 
