@@ -78,6 +78,17 @@ def test_cli_output_matches_spandrel_within_one_level(name, zoo_files, tmp_path,
     assert np.abs(ours.astype(int) - reference.astype(int)).max() <= 1
 
 
+def test_an_image_under_the_networks_minimum_size_is_extended_like_spandrel_does(zoo_files) -> None:
+    """SwinIR takes at least 16 px: a 9x12 image is extended at the bottom and right, run, and cropped back."""
+    model, spec = load_checkpoint(zoo_files["swinir_x2"])
+    assert spec.architecture.size.minimum == 16
+    image = np.random.default_rng(6).integers(0, 256, (9, 12, 3), dtype=np.uint8)
+    ours = Upscaler(model, 2, UpscaleOptions(device="cpu"), spec=spec).upscale(image).image
+    reference = _spandrel_reference(zoo_files["swinir_x2"], image)
+    assert ours.shape == reference.shape == (18, 24, 3)
+    assert np.abs(ours.astype(int) - reference.astype(int)).max() <= 1
+
+
 @pytest.mark.parametrize("name", ["esrgan_x4", "compact_x2", "span_x2"])
 def test_convolutional_zoo_models_tile_exactly(name, zoo_files) -> None:
     model, spec = load_checkpoint(zoo_files[name])

@@ -374,18 +374,8 @@ class Upscaler:
         target[...] = np.clip(np.round(rgb * (peak / 255.0)), 0, peak)
 
     def _run(self, image: np.ndarray, out: np.ndarray, progress: ProgressCallback | None) -> Plan:
-        """Fill `out` (integer RGB, or float64 HxW luma) window by window, backing off on out-of-memory.
-
-        An image smaller than the network accepts, or not a multiple of its step, is extended at the bottom and
-        right first (reflected, then replicated, as spandrel does) and the output cropped back."""
+        """Fill `out` (integer RGB, or float64 HxW luma) window by window, backing off on out-of-memory."""
         height, width = image.shape[:2]
-        padded_height, padded_width = self.size.padded(height, width)
-        if (padded_height, padded_width) != (height, width):
-            image = _extend_bottom_right(image, padded_height - height, padded_width - width)
-            whole = np.empty((padded_height * self.scale, padded_width * self.scale, *out.shape[2:]), out.dtype)
-            plan = self._run(image, whole, progress)
-            out[...] = whole[: out.shape[0], : out.shape[1]]
-            return plan
         self._budget = self.memory_budget(out.nbytes)
         plan = self.plan(height, width)
         while True:
@@ -449,14 +439,21 @@ class Upscaler:
 
     def _run_extended(self, image: np.ndarray, channels: tuple[int, ...], dtype: np.dtype,
                       progress: ProgressCallback | None) -> tuple[np.ndarray, Plan]:
-        """Run over the extended image and crop the margin off the output."""
+        """Run over the extended image and crop the margin off the output.
+
+        A size the network does not accept (under its minimum, not a multiple of its step) is then extended at
+        the bottom and right as well, reflected and then replicated as spandrel does, and cropped off alike."""
         extended, margin = self._extend(image)
         height, width = extended.shape[:2]
-        out = np.empty((height * self.scale, width * self.scale, *channels), dtype=dtype)
+        accepted_height, accepted_width = self.size.padded(height, width)
+        if (accepted_height, accepted_width) != (height, width):
+            extended = _extend_bottom_right(extended, accepted_height - height, accepted_width - width)
+        out = np.empty((accepted_height * self.scale, accepted_width * self.scale, *channels), dtype=dtype)
         plan = self._run(extended, out, progress)
-        if margin:
+        if out.shape[:2] != (image.shape[0] * self.scale, image.shape[1] * self.scale):
             edge = margin * self.scale
-            out = np.ascontiguousarray(out[edge:-edge, edge:-edge])
+            out = out[edge : edge + image.shape[0] * self.scale, edge : edge + image.shape[1] * self.scale]
+            out = np.ascontiguousarray(out)
         return out, plan
 
     def upscale(self, image: np.ndarray, progress: ProgressCallback | None = None) -> Upscaled:
