@@ -94,6 +94,9 @@ def _record(descriptor: Any) -> Architecture:
     """srcli's record for a spandrel architecture, from what its descriptor says."""
     size = descriptor.size_requirements
     tiling = getattr(descriptor.tiling, "name", "SUPPORTED")
+    source = f"spandrel {getattr(spandrel(), '__version__', '')}".strip()
+    if tiling != "SUPPORTED":  # spandrel's own advice; srcli measures exactness itself at load
+        source += f", tiling {tiling.lower()}"
 
     def unusable(state: Mapping[str, torch.Tensor]) -> Any:
         raise CheckpointError(f"{descriptor.architecture.name} files are read by spandrel, not by this record")
@@ -112,8 +115,7 @@ def _record(descriptor: Any) -> Architecture:
         bf16_precision=bool(descriptor.supports_bfloat16),
         size=SizeRequirements(int(size.minimum), int(size.multiple_of), bool(size.square)),
         call=getattr(descriptor, "_call_fn", None),  # spandrel's own way to run it (some return tuples)
-        source=f"spandrel {getattr(spandrel(), '__version__', '')}".strip() + ("" if tiling == "SUPPORTED"
-                                                                                  else f", tiling {tiling.lower()}"),
+        source=source,
     )
 
 
