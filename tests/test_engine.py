@@ -90,7 +90,9 @@ def test_a_pad_below_the_receptive_field_changes_the_output(benchmark_dir: Path)
     [
         ("edsr", {"scale": 4, "blocks": 3, "features": 32}, 4),  # res_scale 0.1 folded
         ("edsr-baseline", {"scale": 3, "blocks": 2}, 3),
+        ("edsr-baseline", {"scale": 2, "blocks": 1}, 2),  # the last conv moved before the shuffle
         ("mdsr-baseline", {"blocks": 2}, 3),
+        ("mdsr-baseline", {"blocks": 1}, 4),
         ("vdsr", {"layers": 6}, 2),
         ("vdsr-rgb", {"layers": 6}, 2),
     ],
@@ -289,6 +291,22 @@ def test_tail_strips_under_a_tight_budget_give_the_same_bytes() -> None:
     assert plan.backoffs == 0
     assert np.array_equal(out, roomy.upscale(image).image)
 
+
+
+def test_cpu_tail_strips_of_one_height_give_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the CPU the tail always runs in strips of CPU_MIN_STRIP_ROWS or more; the last one shifts up (75 rows:
+    32, 32, then rows 43..75 for the last 11) and the bytes equal the whole tail's."""
+    from srcli.engine import folded
+
+    model, image = _seeded("edsr-baseline", scale=4, blocks=1), _random_image(75, 20, seed=4)
+    whole = Upscaler(model, 4, _torch(tile=0)).upscale(image).image
+    monkeypatch.setattr(folded, "CPU_STRIP_BYTES", 1)
+    heights: list[int] = []
+    upscaler = Upscaler(model, 4, _torch(tile=0))
+    run_tail = folded._run_steps
+    monkeypatch.setattr(folded, "_run_steps", lambda steps, x: (heights.append(x.shape[2]), run_tail(steps, x))[1])
+    assert np.array_equal(upscaler.upscale(image).image, whole)
+    assert heights == [75] + [32 + 2 * upscaler.runner.tail_halo] * 3  # the trunk, then three strips of one height
 
 # --- CUDA (the lead runs these on a GPU machine) -------------------------------------------------------
 

@@ -15,6 +15,7 @@ import torch
 from upscale_helpers import REPO, assert_one_error_line, run_cli, srcli_command, write_image
 
 from srcli.engine import UpscaleOptions, Upscaler, choose_backend
+from srcli.engine.tiling import window_size
 from srcli.errors import BackendError
 from srcli.models import build
 
@@ -67,6 +68,23 @@ def test_openvino_ensemble_batches_and_tiles_exactly(openvino) -> None:
     reference = Upscaler(model, 2, UpscaleOptions(device="cpu", backend="torch", ensemble=True, tile=0))
     assert np.array_equal(tiled.upscale(image).image, whole.image)
     assert np.abs(whole.image.astype(int) - reference.upscale(image).image.astype(int)).max() <= 1
+
+
+def test_openvino_compiles_one_shape_per_part_for_tiles_and_tail_strips(openvino, cache, monkeypatch) -> None:
+    """Windows and tail strips each have one shape, so each part is compiled once for its static shape (faster
+    than a dynamic one, and no slow first inference per new shape); the strips' bytes equal the whole tail's."""
+    from srcli.engine import folded
+
+    model, image = _seeded("edsr-baseline", scale=4, blocks=1), _image(75, 40, seed=2)
+    whole = Upscaler(model, 4, UpscaleOptions(device="cpu", backend="openvino", tile=0)).upscale(image).image
+    monkeypatch.setattr(folded, "CPU_STRIP_BYTES", 1)  # strips of CPU_MIN_STRIP_ROWS
+    upscaler = Upscaler(model, 4, UpscaleOptions(device="cpu", backend="openvino", tile=30))
+    tiled, plan = upscaler.upscale(image)
+    assert plan.tiles == 6 and np.array_equal(tiled, whole)
+    [trunk_shape], [tail_shape] = (list(compiled) for compiled in upscaler.runner._compiled)
+    rows, columns = window_size(75, 30, plan.pad), window_size(40, 30, plan.pad)
+    assert trunk_shape == (1, rows, columns, 3)  # NHWC
+    assert tail_shape == (1, 32 + 2 * upscaler.runner.geometry.tail_halo, columns, 64)
 
 
 def test_a_converted_model_is_cached_and_reused(openvino, cache) -> None:

@@ -91,6 +91,35 @@ def upsampler_steps(upsampler: nn.Sequential) -> list[Step]:
     return steps
 
 
+def conv_before_shuffle(tail: list[Step]) -> list[Step]:
+    """A last shuffle x2 and a 3x3 conv to few channels, swapped: the conv moves to the low-resolution side as a
+    3x3 conv to 4x the channels (the same sums, regrouped), and the shuffle then moves those few channels
+    instead of all the features. EDSR-baseline x4 on 480x320: the 64->3 conv ran at a quarter of the body's
+    throughput, and the shuffle of 64 features at the output size cost as much again."""
+    if len(tail) < 2 or not isinstance(tail[-2], Shuffle) or tail[-2].factor != 2 or not isinstance(tail[-1], Conv):
+        return tail
+    conv = tail[-1]
+    out, channels, size, _ = conv.weight.shape
+    if size != 3 or out > 4 or conv.residual:
+        return tail
+    weight = conv.weight.new_zeros(4 * out, 4 * channels, 3, 3)
+    # output (a, b) of a 2x2 block at low-res offset (ky, kx) - 1 reads high-res sub-pixel (i, j) at conv tap
+    # (dy, dx) = 2 * (k - 1) + (i, j) - (a, b); taps outside the 3x3 kernel are zero.
+    for a in range(2):
+        for b in range(2):
+            for i in range(2):
+                for j in range(2):
+                    for ky in range(3):
+                        for kx in range(3):
+                            dy, dx = 2 * (ky - 1) + i - a, 2 * (kx - 1) + j - b
+                            if abs(dy) <= 1 and abs(dx) <= 1:
+                                rows = slice((2 * a + b) * out, (2 * a + b + 1) * out)
+                                cols = slice((2 * i + j) * channels, (2 * i + j + 1) * channels)
+                                weight[rows, cols, ky, kx] = conv.weight[:, :, dy + 1, dx + 1]
+    bias = None if conv.bias is None else conv.bias.repeat(4)
+    return [*tail[:-2], Conv(weight, bias, conv.relu), Shuffle(2)]
+
+
 def _mean_shift(module: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
     return module.weight.detach()[:, :, 0, 0].float().clone(), module.bias.detach().float().clone()
 
@@ -126,7 +155,7 @@ def fold_residual_network(
     trunk.append(conv_step(model.body[-1], residual="skip"))
     tail = [*upsampler_steps(upsampler), conv_step(last)]
     fold_output_shift(tail[-1], model.add_mean)
-    return FoldedNetwork(trunk, tail, *input_transform(model.sub_mean, model.channels))
+    return FoldedNetwork(trunk, conv_before_shuffle(tail), *input_transform(model.sub_mean, model.channels))
 
 
 def walk(steps: list[Step], factor: float, channels: int) -> tuple[float, float, int, float]:
