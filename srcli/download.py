@@ -14,12 +14,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import requests
 
 from srcli.errors import DownloadError, UnknownModelError
 from srcli.files import move_into_place
+
+if TYPE_CHECKING:  # requests is imported where a download starts: every CLI start imports this module (0.1 s)
+    import requests
 
 Progress = Callable[[int, "int | None"], None]
 """Called with (bytes on disk so far, total bytes or None when the server does not say)."""
@@ -104,6 +106,8 @@ def _host(url: str) -> str:
 
 def _describe(error: requests.RequestException) -> str:
     """A short reason for a network failure (requests' own messages are long and nested)."""
+    import requests
+
     if isinstance(error, requests.Timeout):
         return "timed out"
     if isinstance(error, requests.exceptions.ChunkedEncodingError):
@@ -270,6 +274,8 @@ def _download(
     timeout: float,
     retries: int,
 ) -> Path:
+    import requests
+
     part = dest.with_name(dest.name + ".part")
     checks = _Checksums(sha256, md5)
     own_session = session is None

@@ -59,12 +59,9 @@ def file_server():
 @pytest.fixture
 def dead_url() -> str:
     """An address on 127.0.0.1 where nothing listens: the 'official server is down' case."""
-    import socket
+    from loopback import free_port
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/research/EDSR/models/"
+    return f"http://127.0.0.1:{free_port()}/research/EDSR/models/"
 
 
 @pytest.fixture(scope="session")

@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import io
 import re
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now (the OS picks it): no fixed port to collide on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def saved(obj: object) -> bytes:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 from pathlib import Path
 
 import cv2
 import pytest
+from loopback import free_port
 from upscale_helpers import REPO, srcli_command, tiny_checkpoint, write_image
 
 from srcli.batch import Found, Job, Shard, collect_inputs, plan_jobs, scale_label
@@ -138,18 +138,12 @@ def test_shards_are_disjoint_and_complete(world):
     assert len(taken) == len(jobs)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_two_processes_share_a_folder(tmp_path):
     """Two real ranks (torchrun's environment, gloo on CPU): each output written once, all written."""
     for index in range(5):
         _image(tmp_path / "in" / f"{index}.png", index)
     checkpoint = tiny_checkpoint(tmp_path / "tiny.pt")
-    port = str(_free_port())
+    port = str(free_port())
     command = srcli_command(
         "upscale", tmp_path / "in", "-o", tmp_path / "out", "--weights", checkpoint, "--device", "cpu", "--json"
     )

@@ -294,8 +294,8 @@ def test_tail_strips_under_a_tight_budget_give_the_same_bytes() -> None:
 
 
 def test_cpu_tail_strips_of_one_height_give_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On the CPU the tail always runs in strips of CPU_MIN_STRIP_ROWS or more; the last one shifts up (75 rows:
-    32, 32, then rows 43..75 for the last 11) and the bytes equal the whole tail's."""
+    """On the CPU the tail always runs in strips (here CPU_MIN_STRIP_ROWS, evened out: 75 rows as 3 x 25, each
+    computed with its 2-row halo, the last shifted up to keep one height); the bytes equal the whole tail's."""
     from srcli.engine import folded
 
     model, image = _seeded("edsr-baseline", scale=4, blocks=1), _random_image(75, 20, seed=4)
@@ -306,7 +306,7 @@ def test_cpu_tail_strips_of_one_height_give_the_same_bytes(monkeypatch: pytest.M
     run_tail = folded._run_steps
     monkeypatch.setattr(folded, "_run_steps", lambda steps, x: (heights.append(x.shape[2]), run_tail(steps, x))[1])
     assert np.array_equal(upscaler.upscale(image).image, whole)
-    assert heights == [75] + [32 + 2 * upscaler.runner.tail_halo] * 3  # the trunk, then three strips of one height
+    assert heights == [75] + [25 + 2 * upscaler.runner.tail_halo] * 3  # the trunk, then three strips of one height
 
 # --- CUDA (the lead runs these on a GPU machine) -------------------------------------------------------
 

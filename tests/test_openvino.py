@@ -15,7 +15,7 @@ import torch
 from upscale_helpers import REPO, assert_one_error_line, run_cli, srcli_command, write_image
 
 from srcli.engine import UpscaleOptions, Upscaler, choose_backend
-from srcli.engine.tiling import window_size
+from srcli.engine.tiling import core_length, window_size
 from srcli.errors import BackendError
 from srcli.models import build
 
@@ -84,7 +84,7 @@ def test_openvino_compiles_one_shape_per_part_for_tiles_and_tail_strips(openvino
     [trunk_shape], [tail_shape] = (list(compiled) for compiled in upscaler.runner._compiled)
     rows, columns = window_size(75, 30, plan.pad), window_size(40, 30, plan.pad)
     assert trunk_shape == (1, rows, columns, 3)  # NHWC
-    assert tail_shape == (1, 32 + 2 * upscaler.runner.geometry.tail_halo, columns, 64)
+    assert tail_shape == (1, core_length(rows, 32) + 2 * upscaler.runner.geometry.tail_halo, columns, 64)
 
 
 def test_a_converted_model_is_cached_and_reused(openvino, cache) -> None:

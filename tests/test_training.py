@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from loopback import free_port
 from typer.testing import CliRunner
 
 from srcli.cli import app
@@ -207,7 +208,8 @@ def test_ddp_on_two_cpu_processes_shards_patches_and_writes_once(tiny_images: Pa
     single = _train(tmp_path / "single", tiny_images, recipe="mdsr-baseline", steps=2)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+    port = str(free_port())
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port,
                "-m", "srcli", "train", "--recipe", "mdsr-baseline", "--data", str(tiny_images), "--out", str(out),
                "--steps", "2", "--batch", "4", "--patch", "12", "--log-every", "1", "--seed", "5"]
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from srcli.engine.tiling import core_length
 from srcli.models.folding import Conv, FoldedNetwork, Save, Step, walk
 
 SAFETY = 1.3  # allocator slack and oneDNN workspace over the counted activations
@@ -166,7 +167,7 @@ class FoldedRunner:
         if self.device.type == "cpu":
             row_bytes = element * self._tail_elements * pixels / height
             rows = min(rows, max(CPU_MIN_STRIP_ROWS, int(CPU_STRIP_BYTES / row_bytes)))
-        return min(rows, height)
+        return core_length(height, rows)  # evened out: a last strip of one height recomputes little
 
     def forward(self, x: torch.Tensor, dtype: torch.dtype, budget: int) -> torch.Tensor:
         """Normalised input -> float32 output (the global input added in float32 where the network has one)."""

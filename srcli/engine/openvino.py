@@ -34,7 +34,7 @@ from srcli.models.folding import Conv, Save, Step
 from srcli.models.spec import ModelSpec
 
 INSTALL_HINT = 'the OpenVINO backend is not installed: pip install "srcli[openvino]" (or use --backend torch)'
-CACHE_FORMAT = 2  # bump when what is stored under a key changes
+CACHE_FORMAT = 3  # bump when what is stored under a key changes (3: the last conv before the last shuffle)
 # One stream over all cores (LATENCY): the engine runs one window at a time. f32 inference keeps outputs within
 # one level of torch; bf16, which OpenVINO would pick on CPUs that have it and which ran 2.6x faster on a 2-core
 # EPYC, changed 18% of the pixels and some by 2 levels with the trained EDSR-baseline x4 on Set14.

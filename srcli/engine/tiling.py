@@ -17,7 +17,7 @@ from srcli.models.spec import SizeRequirements
 NO_REQUIREMENTS = SizeRequirements()
 
 
-def _core_length(length: int, tile: int) -> int:
+def core_length(length: int, tile: int) -> int:
     """Cores evened out over the axis (no sliver at the end); the whole axis when the tile covers it."""
     if tile <= 0 or tile >= length:
         return length
@@ -27,13 +27,13 @@ def _core_length(length: int, tile: int) -> int:
 def window_size(length: int, tile: int, pad: int, size: SizeRequirements = NO_REQUIREMENTS) -> int:
     """Every window along an axis has this one length: core + 2 pad, grown to what the network accepts, at most
     the axis (which the caller has already padded to an accepted length)."""
-    window = min(_core_length(length, tile) + 2 * pad, length)
+    window = min(core_length(length, tile) + 2 * pad, length)
     return min(size.padded(window, window)[0], length)
 
 
 def _spans(length: int, tile: int, pad: int, size: SizeRequirements) -> list[tuple[int, int, int]]:
     """(core start, core stop, window start) along one axis; edge windows shift inward rather than shrink."""
-    core, window = _core_length(length, tile), window_size(length, tile, pad, size)
+    core, window = core_length(length, tile), window_size(length, tile, pad, size)
     return [
         (start, min(start + core, length), min(max(start - pad, 0), length - window))
         for start in range(0, length, core)
