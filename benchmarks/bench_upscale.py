@@ -18,6 +18,7 @@ interleaved in one process.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
@@ -110,17 +111,30 @@ cv2.imwrite(target, np.ascontiguousarray(out[:, :, ::-1]))
 """
 
 
+# Linux keeps a process's peak RSS across fork and exec: a child started by this process (grown to GBs by the
+# model-only section) would report at least this process's peak. A small launcher starts each timed command, so
+# its peak is its own, and reports (exit code, wall s, CPU s, peak KB) from os.wait4.
+LAUNCHER = """
+import json, os, subprocess, sys, time
+start = time.perf_counter()
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+_, status, usage = os.wait4(child.pid, 0)
+wall = time.perf_counter() - start
+sys.stderr.write(child.stderr.read().decode()[-1000:])
+print(json.dumps([os.waitstatus_to_exitcode(status), wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss]))
+"""
+
+
 def timed_process(command: list[str], env: dict[str, str]) -> tuple[float, float, float]:
-    """(wall seconds, CPU seconds, peak RSS GB) of one fresh process, from os.wait4's rusage of that child."""
-    start = time.perf_counter()
-    child = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
-    wall = time.perf_counter() - start
-    stderr = child.stderr.read().decode() if child.stderr else ""
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        raise RuntimeError(f"{command[:4]} failed ({child.returncode}): {stderr[-1000:]}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 2**20
+    """(wall seconds, CPU seconds, peak RSS GB) of one fresh process, from os.wait4 in a small launcher."""
+    result = subprocess.run([sys.executable, "-c", LAUNCHER, *command], cwd=REPO, env=env, capture_output=True,
+                            text=True, check=False)
+    if result.returncode != 0 or not result.stdout.strip():
+        raise RuntimeError(f"{command[:4]} launcher failed: {result.stderr[-1000:]}")
+    code, wall, cpu, peak_kb = json.loads(result.stdout.strip().splitlines()[-1])
+    if code != 0:
+        raise RuntimeError(f"{command[:4]} failed ({code}): {result.stderr[-1000:]}")
+    return wall, cpu, peak_kb / 2**20
 
 
 def whole_runs(sizes: list[tuple[int, int]], repeats: int, folder: Path) -> None:
@@ -228,7 +242,7 @@ def cpu_section(quick: bool, repeats: int, sizes: list[tuple[int, int]]) -> None
 def peak_rss(width: int, height: int, backend: str) -> None:
     """In a fresh process: upscale a width x height photo x4 with edsr-baseline, report ru_maxrss."""
     code = (
-        "import resource, time, numpy as np, torch\n"
+        "import os, resource, time, numpy as np, torch\n"
         "from srcli.engine import Upscaler, UpscaleOptions\n"
         "from srcli.models import build\n"
         "torch.manual_seed(0)\n"
@@ -238,7 +252,9 @@ def peak_rss(width: int, height: int, backend: str) -> None:
         "start = time.perf_counter()\n"
         "out, plan = upscaler.upscale(image)\n"
         "seconds = time.perf_counter() - start\n"
-        "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20\n"
+        "status = open('/proc/self/status').read() if os.path.exists('/proc/self/status') else ''\n"
+        "hwm = [int(line.split()[1]) for line in status.splitlines() if line.startswith('VmHWM:')]\n"
+        "rss = (hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 2**20\n"
         "print(f'{out.shape[1]}x{out.shape[0]} in {seconds:.0f} s, plan {plan}, peak RSS {rss:.2f} GB')\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
