@@ -18,9 +18,10 @@ from srcli.engine import (
     choose_device,
     choose_dtype,
 )
+from srcli.engine.folded import exact_edges
 from srcli.engine.tiling import window_size, windows
 from srcli.errors import DeviceError, ScaleError
-from srcli.models import build
+from srcli.models import build, folding, spec_of
 from srcli.resize import imresize
 from srcli.weights import load_checkpoint
 
@@ -90,7 +91,7 @@ def test_a_pad_below_the_receptive_field_changes_the_output(benchmark_dir: Path)
     [
         ("edsr", {"scale": 4, "blocks": 3, "features": 32}, 4),  # res_scale 0.1 folded
         ("edsr-baseline", {"scale": 3, "blocks": 2}, 3),
-        ("edsr-baseline", {"scale": 2, "blocks": 1}, 2),  # the last conv moved before the shuffle
+        ("edsr-baseline", {"scale": 2, "blocks": 1}, 2),  # the tail composed into one conv
         ("mdsr-baseline", {"blocks": 2}, 3),
         ("mdsr-baseline", {"blocks": 1}, 4),
         ("vdsr", {"layers": 6}, 2),
@@ -112,6 +113,26 @@ def test_folded_network_equals_the_model(arch: str, config: dict, scale: int) ->
     assert folded.shape == expected.shape
     assert torch.allclose(folded, expected, atol=tolerance, rtol=0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the caller's model untouched
+
+
+@pytest.mark.parametrize(("scale", "channels", "ring"), [(2, 12, 1), (3, 27, 1), (4, 48, 3)])
+def test_the_linear_tail_is_one_conv_with_its_border_from_the_tail_as_written(scale: int, channels: int,
+                                                                               ring: int) -> None:
+    """EDSR's upsampler and last conv fold into one 5x5 conv; it differs from them only in the outer `ring`
+    output pixels (where their own zero padding acts), which the edge strips put back."""
+    model = _seeded("edsr-baseline", scale=scale, blocks=1)
+    [step] = spec_of(model).architecture.fold(model, scale).tail
+    assert isinstance(step, folding.Composed) and step.ring == ring
+    assert tuple(step.conv.weight.shape) == (channels, 64, 5, 5)
+    features = torch.randn(1, 64, 9, 11, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        exact = folding.run_linear(step.exact, features)
+        composed = folding.run_linear([step.conv, folding.Shuffle(scale)], features)
+        inner = (..., slice(ring, -ring), slice(ring, -ring))
+        assert torch.allclose(composed[inner], exact[inner], atol=1e-3, rtol=0)
+        assert (composed - exact).abs()[..., :ring, :].amax() > 0.01  # the ring does differ
+        patched = exact_edges(step, features, composed, folding.run_linear)
+    assert torch.allclose(patched, exact, atol=1e-3, rtol=0)
 
 
 # --- self-ensemble -------------------------------------------------------------------------------------
@@ -278,8 +299,15 @@ def test_out_of_memory_backs_off_to_smaller_tiles_with_the_same_result() -> None
         Upscaler(model, 2, _torch(tile=0, memory_budget=1000)).upscale(image)
 
 
-def test_tail_strips_under_a_tight_budget_give_the_same_bytes() -> None:
-    """x4's high-resolution tail runs in overlapping row strips when memory is short; the result is unchanged."""
+def _uncomposed_tails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Folds keep their upsampler as written: a high-resolution tail, bigger than the trunk, as a fold whose tail
+    is not linear would have (srcli's own compose theirs into one small conv)."""
+    monkeypatch.setattr(folding, "compose_linear_tail", lambda tail: tail)
+
+
+def test_tail_strips_under_a_tight_budget_give_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A high-resolution tail runs in overlapping row strips when memory is short; the result is unchanged."""
+    _uncomposed_tails(monkeypatch)
     model = _seeded("edsr-baseline", scale=4, blocks=2)
     image = _random_image(40, 36, seed=9)
     roomy = Upscaler(model, 4, _torch(tile=0, memory_budget=2**30))
@@ -298,6 +326,7 @@ def test_cpu_tail_strips_of_one_height_give_the_same_bytes(monkeypatch: pytest.M
     computed with its 2-row halo, the last shifted up to keep one height); the bytes equal the whole tail's."""
     from srcli.engine import folded
 
+    _uncomposed_tails(monkeypatch)
     model, image = _seeded("edsr-baseline", scale=4, blocks=1), _random_image(75, 20, seed=4)
     whole = Upscaler(model, 4, _torch(tile=0)).upscale(image).image
     monkeypatch.setattr(folded, "CPU_STRIP_BYTES", 1)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from srcli.engine.tiling import core_length
-from srcli.models.folding import Conv, FoldedNetwork, Save, Step, walk
+from srcli.models.folding import Composed, Conv, FoldedNetwork, Save, Step, walk
 
 SAFETY = 1.3  # allocator slack and oneDNN workspace over the counted activations
 # The tail's row strips on the CPU. 480x320 -> x4 EDSR-baseline (tail 8 KB per LR pixel): whole tail 6.1 s on the
@@ -81,6 +81,18 @@ def _pixel_shuffle(x: torch.Tensor, factor: int) -> torch.Tensor:
     return out.permute(0, 3, 1, 2)
 
 
+def exact_edges(step: Composed, x: torch.Tensor, y: torch.Tensor,
+                run: Callable[[list[Step], torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """A composed tail's output `y` with its outer ring, on each side, from the tail as written (`run`) on an
+    edge strip of its input `x`: a strip holding the edge computes the edge's zero padding exactly."""
+    ring, depth = step.ring, step.depth
+    y[:, :, :ring] = run(step.exact, x[:, :, :depth])[:, :, :ring]
+    y[:, :, -ring:] = run(step.exact, x[:, :, -depth:])[:, :, -ring:]
+    y[:, :, :, :ring] = run(step.exact, x[:, :, :, :depth])[:, :, :, :ring]
+    y[:, :, :, -ring:] = run(step.exact, x[:, :, :, -depth:])[:, :, :, -ring:]
+    return y
+
+
 def _run_steps(steps: list[Step], x: torch.Tensor) -> torch.Tensor:
     saved: dict[str, torch.Tensor] = {}
     for step in steps:
@@ -88,15 +100,26 @@ def _run_steps(steps: list[Step], x: torch.Tensor) -> torch.Tensor:
             saved[step.key] = x
         elif isinstance(step, Conv):
             x = _conv(step, x, saved)
+        elif isinstance(step, Composed):
+            y = _pixel_shuffle(_conv(step.conv, x, saved), step.factor)
+            x = exact_edges(step, x, y, _run_strip)
         else:
             x = _pixel_shuffle(x, step.factor)
     return x
+
+
+def _run_strip(steps: list[Step], x: torch.Tensor) -> torch.Tensor:
+    return _run_steps(steps, x.contiguous(memory_format=torch.channels_last))
 
 
 def _moved(net: FoldedNetwork, device: torch.device, dtype: torch.dtype) -> FoldedNetwork:
     tried: dict[tuple, bool] = {}
 
     def move(step: Step) -> Step:
+        if isinstance(step, Composed):
+            conv = move(step.conv)
+            assert isinstance(conv, Conv)
+            return Composed(conv, step.factor, [move(s) for s in step.exact], step.ring, step.depth)
         if not isinstance(step, Conv):
             return step
         weight = step.weight.to(device, dtype).contiguous(memory_format=torch.channels_last)
@@ -158,7 +181,7 @@ class FoldedRunner:
         """Rows per tail strip. Over budget: strips sized so the tail needs no more memory than the trunk. On the
         CPU, strips of about CPU_STRIP_BYTES anyway (at least CPU_MIN_STRIP_ROWS, so the halo costs little):
         fresh memory is slow to touch and a smaller tail stays warmer; GPUs run the tail whole when it fits."""
-        if not self._tail_elements:
+        if self._tail_elements <= self._trunk_elements:  # none, or a composed tail: smaller than the trunk
             return height
         element = torch.finfo(dtype).bits // 8
         rows = height

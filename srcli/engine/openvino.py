@@ -27,14 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srcli.engine.folded import FoldedRunner, run_in_strips
+from srcli.engine.folded import FoldedRunner, exact_edges, run_in_strips
 from srcli.engine.module import ModuleRunner
 from srcli.errors import BackendError
-from srcli.models.folding import Conv, Save, Step
+from srcli.models.folding import Composed, Conv, Save, Step, shuffle
 from srcli.models.spec import ModelSpec
 
 INSTALL_HINT = 'the OpenVINO backend is not installed: pip install "srcli[openvino]" (or use --backend torch)'
-CACHE_FORMAT = 3  # bump when what is stored under a key changes (3: the last conv before the last shuffle)
+CACHE_FORMAT = 4  # bump when what is stored under a key changes (4: the linear tail composed into one conv)
 # One stream over all cores (LATENCY): the engine runs one window at a time. f32 inference keeps outputs within
 # one level of torch; bf16, which OpenVINO would pick on CPUs that have it and which ran 2.6x faster on a 2-core
 # EPYC, changed 18% of the pixels and some by 2 levels with the trained EDSR-baseline x4 on Set14.
@@ -93,19 +93,22 @@ class _Steps(nn.Module):
         self.steps = steps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(self.steps, x)
+
+    def run(self, steps: list[Step], x: torch.Tensor) -> torch.Tensor:
         saved: dict[str, torch.Tensor] = {}
-        for step in self.steps:
+        for step in steps:
             if isinstance(step, Save):
                 saved[step.key] = x
             elif isinstance(step, Conv):
                 y = F.conv2d(x, step.weight, step.bias, padding=step.radius)
                 y = y.relu() if step.relu else y
                 x = y + saved.pop(step.residual) if step.residual else y
+            elif isinstance(step, Composed):
+                y = shuffle(F.conv2d(x, step.conv.weight, step.conv.bias, padding=step.conv.radius), step.factor)
+                x = exact_edges(step, x, y, self.run)
             else:
-                n, channels, height, width = x.shape
-                f = step.factor
-                x = x.reshape(n, f, f, channels // (f * f), height, width).permute(0, 3, 4, 1, 5, 2)
-                x = x.reshape(n, channels // (f * f), height * f, width * f)
+                x = shuffle(x, step.factor)
         return x
 
 
