@@ -89,13 +89,32 @@ def test_openvino_compiles_one_shape_per_part_for_tiles_and_tail_strips(openvino
     assert tail_shape == (1, core_length(rows, 32) + 2 * upscaler.runner.geometry.tail_halo, columns, 64)
 
 
+def test_a_folded_network_is_one_model_with_the_windows_torch_plans(openvino, cache, monkeypatch) -> None:
+    """A composed tail makes the folded network one OpenVINO model, planned like torch's; a tail bigger than the
+    trunk makes two (that tail in strips), with windows sized for OpenVINO's bigger buffers."""
+    from srcli.models import folding
+
+    model = _seeded("edsr-baseline", scale=4, blocks=1)
+    budget = Upscaler(model, 4, UpscaleOptions(device="cpu", backend="torch")).bytes_per_window(60 * 60)
+
+    def tiles(backend: str) -> tuple[int, int]:
+        upscaler = Upscaler(model, 4, UpscaleOptions(device="cpu", backend=backend, memory_budget=budget))
+        return len(getattr(upscaler.runner, "_models", [])), upscaler.plan(200, 300).tile
+
+    torch_tile = tiles("torch")[1]
+    assert 0 < torch_tile < 200 and tiles("openvino") == (1, torch_tile)
+    monkeypatch.setattr(folding, "compose_linear_tail", lambda tail: tail)  # a high-resolution tail, as written
+    parts, tile = tiles("openvino")
+    assert parts == 2 and tile < tiles("torch")[1]
+
+
 def test_a_converted_model_is_cached_and_reused(openvino, cache) -> None:
     model = _seeded("edsr-baseline", scale=2, blocks=1)
     before = openvino.conversions
     first = Upscaler(model, 2, UpscaleOptions(device="cpu", backend="openvino"))
     assert openvino.conversions == before + 1
     [entry] = [p for p in (cache / "openvino").iterdir()]  # one folder, no temp left behind
-    assert sorted(p.name for p in entry.iterdir()) == ["tail.bin", "tail.xml", "trunk.bin", "trunk.xml"]
+    assert sorted(p.name for p in entry.iterdir()) == ["network.bin", "network.xml"]  # a composed tail: one model
     second = Upscaler(model, 2, UpscaleOptions(device="cpu", backend="openvino"))
     assert openvino.conversions == before + 1  # read from the cache, not converted again
     image = _image(20, 24)
@@ -121,7 +140,7 @@ def test_a_second_cli_run_converts_nothing(openvino, cache, tmp_path) -> None:
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
         assert done.returncode == 0, done.stderr
         [entry] = list((cache / "openvino").iterdir())
-        stat = (entry / "trunk.xml").stat()
+        stat = (entry / "network.xml").stat()
         runs.append((json.loads(done.stdout), entry.name, stat.st_ino, stat.st_mtime_ns))
     (report, *first), (_, *second) = runs
     assert first == second

@@ -177,11 +177,17 @@ class FoldedRunner:
     def tail_halo(self) -> int:
         return self._tail_halo
 
+    @property
+    def strips_tail(self) -> bool:
+        """Whether the tail may run in row strips: only one that needs more memory than the trunk (a composed
+        tail never does)."""
+        return self._tail_elements > self._trunk_elements
+
     def strip_rows(self, height: int, pixels: int, dtype: torch.dtype, budget: int) -> int:
         """Rows per tail strip. Over budget: strips sized so the tail needs no more memory than the trunk. On the
         CPU, strips of about CPU_STRIP_BYTES anyway (at least CPU_MIN_STRIP_ROWS, so the halo costs little):
         fresh memory is slow to touch and a smaller tail stays warmer; GPUs run the tail whole when it fits."""
-        if self._tail_elements <= self._trunk_elements:  # none, or a composed tail: smaller than the trunk
+        if not self.strips_tail:
             return height
         element = torch.finfo(dtype).bits // 8
         rows = height

@@ -1,13 +1,13 @@
 """Running a network with OpenVINO on the CPU: the optional `srcli[openvino]` backend.
 
-What runs is what the torch backend runs: a folded network's trunk and tail (converted as two models, so the
-high-resolution tail goes in the same row strips and a window needs no more memory than on torch), or any
-other nn.Module whole. OpenVINO's PyTorch frontend converts them once with a dynamic batch, height and width;
-the IR (xml + bin, float32 weights) is cached in srcli's cache folder, keyed by a hash of the weights, the scale
-and the OpenVINO version: converting takes seconds, reading a cached IR a fraction of one. Each part is then
-compiled for the static input shapes it meets (one window shape, one strip shape per image), with NHWC arrays
-at both ends. Inference is pinned to f32, so outputs stay within one level of torch; the tile overlap and
-memory estimate are the torch runner's.
+What runs is what the torch backend runs: a folded network as one model (or as trunk and tail where the
+tail is bigger than the trunk, so it goes in the same row strips and a window needs no more memory than on
+torch), or any other nn.Module whole. OpenVINO's PyTorch frontend converts them once with a dynamic batch,
+height and width; the IR (xml + bin, float32 weights) is cached in srcli's cache folder, keyed by a hash of the
+weights, the scale and the OpenVINO version: converting takes seconds, reading a cached IR a fraction of one.
+Each part is then compiled for the static input shapes it meets (one window shape, one strip shape per image),
+with NHWC arrays at both ends. Inference is pinned to f32, so outputs stay within one level of torch; the tile
+overlap and memory estimate are the torch runner's.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from srcli.models.folding import Composed, Conv, Save, Step, shuffle
 from srcli.models.spec import ModelSpec
 
 INSTALL_HINT = 'the OpenVINO backend is not installed: pip install "srcli[openvino]" (or use --backend torch)'
-CACHE_FORMAT = 4  # bump when what is stored under a key changes (4: the linear tail composed into one conv)
+CACHE_FORMAT = 5  # bump when what is stored under a key changes (5: a folded network as one model)
 # One stream over all cores (LATENCY): the engine runs one window at a time. f32 inference keeps outputs within
 # one level of torch; bf16, which OpenVINO would pick on CPUs that have it and which ran 2.6x faster on a 2-core
 # EPYC, changed 18% of the pixels and some by 2 levels with the trained EDSR-baseline x4 on Set14.
@@ -52,6 +52,10 @@ SHAPES_KEPT = 2
 # about 3.4 GB of activations where torch used 1.5, and in 872x672 windows about 1.5x the estimate again. Times
 # the same 1.3 slack the estimate keeps for torch (SAFETY), the engine sizes OpenVINO's windows by 2x.
 MEMORY_FACTOR = 2.0
+# A folded network converted as one model (a composed tail) uses less: 1600x1200 -> x4 in torch's two windows
+# (estimated 3.1 GB each) peaked at 2.43 GB for the whole process against torch's 1.64 GB, both well inside the
+# torch estimate, which then sizes OpenVINO's windows as it sizes torch's.
+ONE_MODEL_MEMORY_FACTOR = 1.0
 
 conversions = 0  # networks converted by this process (not read from the cache): what the cache tests count
 
@@ -187,8 +191,10 @@ def _channels_last(ov: Any, model: Any) -> Any:
 class OpenVINORunner:
     """A network compiled by OpenVINO for the CPU, with the geometry of its torch runner.
 
-    A folded network converts as two parts, trunk and tail, so the high-resolution tail runs in the same row
-    strips as on torch (OpenVINO's own buffers still take more: MEMORY_FACTOR); any other module converts whole.
+    A folded network converts as one model: 480x320 -> x4 EDSR-baseline's first inference took 2.7-3.2 s
+    against 3.5-3.7 s as trunk + composed tail (same compile time). A tail bigger than its trunk converts
+    apart, so it runs in the same row strips as on torch (OpenVINO's own buffers then take more:
+    MEMORY_FACTOR); any other module converts whole.
     """
 
     def __init__(self, model: nn.Module, spec: ModelSpec, scale: int, geometry: FoldedRunner | ModuleRunner,
@@ -199,22 +205,27 @@ class OpenVINORunner:
         self.receptive_radius = geometry.receptive_radius
         folder = cache / cache_key(model, spec, call_scale, scale, ov.get_version())
         parts: dict[str, tuple[nn.Module, int, float]]
-        if isinstance(geometry, FoldedRunner):
+        if isinstance(geometry, FoldedRunner) and geometry.strips_tail:
             net = geometry.network
             features = next(s.weight.shape[0] for s in reversed(net.trunk) if isinstance(s, Conv))
-            parts = {"trunk": (_Steps(net.trunk), spec.channels, spec.pixel_max)}
-            if net.tail:
-                parts["tail"] = (_Steps(net.tail), features, 1.0)
+            parts = {"trunk": (_Steps(net.trunk), spec.channels, spec.pixel_max),
+                     "tail": (_Steps(net.tail), features, 1.0)}
+            self._adds_input = net.adds_input
+        elif isinstance(geometry, FoldedRunner):
+            net = geometry.network
+            parts = {"network": (_Steps(net.trunk + net.tail), spec.channels, spec.pixel_max)}
             self._adds_input = net.adds_input
         else:
             parts = {"model": (_AtScale(copy.deepcopy(model), call_scale), spec.channels, spec.pixel_max)}
             self._adds_input = False
+        self._one_folded_model = isinstance(geometry, FoldedRunner) and len(parts) == 1
         self._core = ov.Core()
         self._models = [_channels_last(ov, converted) for converted in cached_models(ov, folder, parts)]
         self._compiled: list[OrderedDict[tuple[int, ...], Any]] = [OrderedDict() for _ in self._models]
 
     def bytes_per_pixel(self, dtype: torch.dtype) -> float:
-        return MEMORY_FACTOR * self.geometry.bytes_per_pixel(torch.float32)  # f32 whatever the engine's dtype
+        factor = ONE_MODEL_MEMORY_FACTOR if self._one_folded_model else MEMORY_FACTOR
+        return factor * self.geometry.bytes_per_pixel(torch.float32)  # f32 whatever the engine's dtype
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return self.geometry.normalise(x)
@@ -249,15 +260,13 @@ class OpenVINORunner:
     def forward(self, x: torch.Tensor, dtype: torch.dtype, budget: int) -> torch.Tensor:
         """Normalised input -> float32 output (the global input added in float32 where the network has one)."""
         x = x.detach().cpu().float()
-        if not isinstance(self.geometry, FoldedRunner):
-            return self._infer(0, x)
-        strip = self.geometry.strip_rows(x.shape[2], x.shape[0] * x.shape[2] * x.shape[3], torch.float32, budget)
-        tail = (lambda features: self._infer(1, features)) if len(self._models) > 1 else None
-
-        def trunk(window: torch.Tensor) -> torch.Tensor:  # with a tail, it reads the features and they are done
-            return self._infer(0, window, own=tail is None)
-
-        out = run_in_strips(trunk, tail, x, strip, self.geometry.tail_halo)
+        if len(self._models) == 1:
+            out = self._infer(0, x)
+        else:  # trunk, then the tail in row strips
+            assert isinstance(self.geometry, FoldedRunner)
+            strip = self.geometry.strip_rows(x.shape[2], x.shape[0] * x.shape[2] * x.shape[3], torch.float32, budget)
+            out = run_in_strips(lambda window: self._infer(0, window, own=False),  # the tail reads it, then done
+                                lambda features: self._infer(1, features), x, strip, self.geometry.tail_halo)
         if self._adds_input:
             out += x
         return out
