@@ -4,6 +4,7 @@
     python benchmarks/bench_upscale.py --quick    # the same with small images (a few minutes)
     python benchmarks/bench_upscale.py --cuda     # adds fp32/fp16/bf16 MP/s and an out-of-memory back-off demo
     python benchmarks/bench_upscale.py --rss-size 2000x1500   # another size for the peak-memory run
+    python benchmarks/bench_upscale.py --sizes 480x320 --ensemble-runs --skip-rss   # --ensemble, whole runs
 
 Whole runs: EDSR-baseline x4 with random (seeded) weights saved as a checkpoint in the official layout, each
 run a fresh process timed from start to exit, with its peak RSS: `srcli upscale --backend torch`,
@@ -147,7 +148,7 @@ def timed_process(command: list[str], env: dict[str, str]) -> tuple[float, float
     return wall, cpu, peak_kb / 2**20
 
 
-def whole_runs(sizes: list[tuple[int, int]], repeats: int, folder: Path) -> None:
+def whole_runs(sizes: list[tuple[int, int]], repeats: int, folder: Path, ensemble: bool = False) -> None:
     torch.manual_seed(0)
     weights = folder / "edsr_baseline_x4.pt"
     torch.save(build("edsr-baseline", scale=4).state_dict(), weights)
@@ -170,6 +171,11 @@ def whole_runs(sizes: list[tuple[int, int]], repeats: int, folder: Path) -> None
             commands[backend] = [sys.executable, "-m", "srcli", "upscale", str(source), "--weights", str(weights),
                                  "--backend", backend, "-o", str(folder / f"{backend}.png"), "--overwrite",
                                  "--border", "zero"]  # the plain run's zero padding: the same pixels and work
+        if ensemble:  # what a user waits for with --ensemble, against the same backend's plain upscale
+            for b in BACKENDS:
+                own = [str(folder / f"{b}_ensemble.png") if part == str(folder / f"{b}.png") else part
+                       for part in commands[b]]
+                commands[f"{b} --ensemble"] = [*own, "--ensemble"]
         runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
         for _ in range(repeats):
             for name, command in commands.items():
@@ -181,6 +187,10 @@ def whole_runs(sizes: list[tuple[int, int]], repeats: int, folder: Path) -> None
             cpu = statistics.median(r[1] for r in results)
             print(f"  {name:<16}{wall:>9.2f}{min(r[0] for r in results):>8.2f}{cpu:>7.1f}"
                   f"{max(r[2] for r in results):>8.2f}{plain / wall:>8.2f}x")
+        for backend in BACKENDS if ensemble else ():
+            ratio = statistics.median(r[0] for r in runs[f"{backend} --ensemble"]) / statistics.median(
+                r[0] for r in runs[backend])
+            print(f"  {backend} --ensemble, whole process: {ratio:.2f}x its plain upscale")
         levels = [cv2.imread(str(folder / f"{name}.png")).astype(int) for name in ("plain", *BACKENDS)]
         print(f"  max level difference: torch vs plain {np.abs(levels[1] - levels[0]).max()}, "
               f"openvino vs torch {np.abs(levels[2] - levels[1]).max()}")
@@ -242,10 +252,10 @@ def ensemble_cost(repeats: int, side: int) -> None:
               f"{min(times['ensemble']) / min(times['single']):.2f}x a plain upscale")
 
 
-def cpu_section(quick: bool, repeats: int, sizes: list[tuple[int, int]]) -> None:
+def cpu_section(quick: bool, repeats: int, sizes: list[tuple[int, int]], ensemble: bool) -> None:
     print(f"threads {torch.get_num_threads()}, load average {os.getloadavg()}")
     with tempfile.TemporaryDirectory() as folder:
-        whole_runs(sizes, repeats, Path(folder))
+        whole_runs(sizes, repeats, Path(folder), ensemble)
     model_only(max(repeats, 3), *((160, 240) if quick else (320, 480)))
     print()
     ensemble_cost(repeats, 64 if quick else 128)
@@ -321,6 +331,7 @@ def main() -> None:
     parser.add_argument("--cuda", action="store_true", help="also measure CUDA precisions and OOM back-off")
     parser.add_argument("--skip-cpu", action="store_true", help="only the peak-memory and CUDA sections")
     parser.add_argument("--skip-rss", action="store_true", help="no peak-memory run")
+    parser.add_argument("--ensemble-runs", action="store_true", help="whole runs with --ensemble too (8x longer)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", default=None, help="WxH,... of the whole runs (480x320,1600x1200; quick: 240x160)")
     parser.add_argument("--rss-size", default=None, help="WxH of the peak-memory run (4000x3000; quick: 1000x750)")
@@ -328,7 +339,7 @@ def main() -> None:
     sizes = [tuple(map(int, size.split("x"))) for size in (args.sizes or ("240x160" if args.quick
                                                                           else "480x320,1600x1200")).split(",")]
     if not args.skip_cpu:
-        cpu_section(args.quick, args.repeats, sizes)
+        cpu_section(args.quick, args.repeats, sizes, args.ensemble_runs)
     if not args.skip_rss:
         width, height = map(int, (args.rss_size or ("1000x750" if args.quick else "4000x3000")).split("x"))
         for backend in BACKENDS:
