@@ -18,7 +18,6 @@ from srcli.engine import (
     choose_device,
     choose_dtype,
 )
-from srcli.engine.folded import exact_edges
 from srcli.engine.tiling import window_size, windows
 from srcli.errors import DeviceError, ScaleError
 from srcli.models import build, folding, spec_of
@@ -126,12 +125,12 @@ def test_the_linear_tail_is_one_conv_with_its_border_from_the_tail_as_written(sc
     assert tuple(step.conv.weight.shape) == (channels, 64, 5, 5)
     features = torch.randn(1, 64, 9, 11, generator=torch.Generator().manual_seed(3))
     with torch.inference_mode():
-        exact = folding.run_linear(step.exact, features)
-        composed = folding.run_linear([step.conv, folding.Shuffle(scale)], features)
+        exact = folding.run_reference(step.exact, features)
+        composed = folding.run_reference([step.conv, folding.Shuffle(scale)], features)
         inner = (..., slice(ring, -ring), slice(ring, -ring))
         assert torch.allclose(composed[inner], exact[inner], atol=1e-3, rtol=0)
         assert (composed - exact).abs()[..., :ring, :].amax() > 0.01  # the ring does differ
-        patched = exact_edges(step, features, composed, folding.run_linear)
+        patched = folding.exact_edges(step, features, composed, folding.run_reference)
     assert torch.allclose(patched, exact, atol=1e-3, rtol=0)
 
 

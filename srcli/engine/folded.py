@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from srcli.engine.tiling import core_length
-from srcli.models.folding import Composed, Conv, FoldedNetwork, Save, Step, walk
+from srcli.models.folding import Composed, Conv, FoldedNetwork, Save, Step, exact_edges, walk
 
 SAFETY = 1.3  # allocator slack and oneDNN workspace over the counted activations
 # The tail's row strips on the CPU. 480x320 -> x4 EDSR-baseline (tail 8 KB per LR pixel): whole tail 6.1 s on the
@@ -79,18 +79,6 @@ def _pixel_shuffle(x: torch.Tensor, factor: int) -> torch.Tensor:
     nhwc = x.permute(0, 2, 3, 1).reshape(n, height, width, factor, factor, c)
     out = nhwc.permute(0, 1, 3, 2, 4, 5).reshape(n, height * factor, width * factor, c)
     return out.permute(0, 3, 1, 2)
-
-
-def exact_edges(step: Composed, x: torch.Tensor, y: torch.Tensor,
-                run: Callable[[list[Step], torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """A composed tail's output `y` with its outer ring, on each side, from the tail as written (`run`) on an
-    edge strip of its input `x`: a strip holding the edge computes the edge's zero padding exactly."""
-    ring, depth = step.ring, step.depth
-    y[:, :, :ring] = run(step.exact, x[:, :, :depth])[:, :, :ring]
-    y[:, :, -ring:] = run(step.exact, x[:, :, -depth:])[:, :, -ring:]
-    y[:, :, :, :ring] = run(step.exact, x[:, :, :, :depth])[:, :, :, :ring]
-    y[:, :, :, -ring:] = run(step.exact, x[:, :, :, -depth:])[:, :, :, -ring:]
-    return y
 
 
 def _run_steps(steps: list[Step], x: torch.Tensor) -> torch.Tensor:

@@ -24,13 +24,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from srcli.engine.folded import FoldedRunner, exact_edges, run_in_strips
+from srcli.engine.folded import FoldedRunner, run_in_strips
 from srcli.engine.module import ModuleRunner
 from srcli.errors import BackendError
-from srcli.models.folding import Composed, Conv, Save, Step, shuffle
+from srcli.models.folding import Conv, Step, run_reference
 from srcli.models.spec import ModelSpec
 
 INSTALL_HINT = 'the OpenVINO backend is not installed: pip install "srcli[openvino]" (or use --backend torch)'
@@ -97,23 +96,7 @@ class _Steps(nn.Module):
         self.steps = steps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.run(self.steps, x)
-
-    def run(self, steps: list[Step], x: torch.Tensor) -> torch.Tensor:
-        saved: dict[str, torch.Tensor] = {}
-        for step in steps:
-            if isinstance(step, Save):
-                saved[step.key] = x
-            elif isinstance(step, Conv):
-                y = F.conv2d(x, step.weight, step.bias, padding=step.radius)
-                y = y.relu() if step.relu else y
-                x = y + saved.pop(step.residual) if step.residual else y
-            elif isinstance(step, Composed):
-                y = shuffle(F.conv2d(x, step.conv.weight, step.conv.bias, padding=step.conv.radius), step.factor)
-                x = exact_edges(step, x, y, self.run)
-            else:
-                x = shuffle(x, step.factor)
-        return x
+        return run_reference(self.steps, x)
 
 
 def weights_digest(model: nn.Module) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -114,15 +115,36 @@ def shuffle(x: torch.Tensor, factor: int) -> torch.Tensor:
     return x.reshape(n, channels // factor**2, height * factor, width * factor)
 
 
-def run_linear(steps: list[Step], x: torch.Tensor, biases: bool = True) -> torch.Tensor:
-    """Convs and shuffles as written (zero padding at every conv): what a composed tail stands for."""
+def run_reference(steps: list[Step], x: torch.Tensor, biases: bool = True) -> torch.Tensor:
+    """The steps as plain NCHW torch ops, zero padding at every conv: what they mean, which the fast runner
+    matches and the OpenVINO converter traces. `biases=False` gives a composed tail's kernel."""
+    saved: dict[str, torch.Tensor] = {}
     for step in steps:
-        if isinstance(step, Conv):
+        if isinstance(step, Save):
+            saved[step.key] = x
+        elif isinstance(step, Conv):
             bias = step.bias.to(x.dtype) if biases and step.bias is not None else None
-            x = torch.nn.functional.conv2d(x, step.weight.to(x.dtype), bias, padding=step.radius)
-        elif isinstance(step, Shuffle):
+            y = torch.nn.functional.conv2d(x, step.weight.to(x.dtype), bias, padding=step.radius)
+            y = y.relu() if step.relu else y
+            x = y + saved.pop(step.residual) if step.residual else y
+        elif isinstance(step, Composed):
+            y = run_reference([step.conv, Shuffle(step.factor)], x, biases)
+            x = exact_edges(step, x, y, lambda exact, part: run_reference(exact, part, biases))
+        else:
             x = shuffle(x, step.factor)
     return x
+
+
+def exact_edges(step: Composed, x: torch.Tensor, y: torch.Tensor,
+                run: Callable[[list[Step], torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """A composed tail's output `y` with its outer ring, on each side, from the tail as written (`run`) on an
+    edge strip of its input `x`: a strip holding the edge computes the edge's zero padding exactly."""
+    ring, depth = step.ring, step.depth
+    y[:, :, :ring] = run(step.exact, x[:, :, :depth])[:, :, :ring]
+    y[:, :, -ring:] = run(step.exact, x[:, :, -depth:])[:, :, -ring:]
+    y[:, :, :, :ring] = run(step.exact, x[:, :, :, :depth])[:, :, :, :ring]
+    y[:, :, :, -ring:] = run(step.exact, x[:, :, :, -depth:])[:, :, :, -ring:]
+    return y
 
 
 def multiply_adds_per_pixel(steps: list[Step], channels: int) -> float:
@@ -164,14 +186,14 @@ def compose_linear_tail(tail: list[Step]) -> list[Step]:
     size, centre = 2 * half + 1, half  # the impulse's whole response lies inside this grid
     impulses = torch.zeros(channels, channels, size, size)
     impulses[torch.arange(channels), torch.arange(channels), centre, centre] = 1.0
-    response = run_linear(tail, impulses, biases=False)  # (in channel, out channel, size * f, size * f)
+    response = run_reference(tail, impulses, biases=False)  # (in channel, out channel, size * f, size * f)
     out = response.shape[1]
     taps = torch.arange(2 * half + 1)
     rows = (factor * (centre + half - taps)).view(-1, 1) + torch.arange(factor).view(1, -1)  # (tap, sub-pixel)
     # weight[(i, j, o), c, ky, kx] = response[c, o, f * (centre + half - ky) + i, f * (centre + half - kx) + j]
     picked = response[:, :, rows][:, :, :, :, rows]  # (c, o, ky, i, kx, j)
     weight = picked.permute(3, 5, 1, 0, 2, 4).reshape(factor * factor * out, channels, 2 * half + 1, 2 * half + 1)
-    constant = run_linear(tail, torch.zeros(1, channels, size, size, dtype=torch.float64))  # interior at centre
+    constant = run_reference(tail, torch.zeros(1, channels, size, size, dtype=torch.float64))  # interior at centre
     bias = constant[0, :, factor * centre : factor * (centre + 1), factor * centre : factor * (centre + 1)]
     bias = bias.permute(1, 2, 0).reshape(-1)
     composed = Conv(weight.contiguous(), bias.float())
