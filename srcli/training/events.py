@@ -1,0 +1,105 @@
+"""What a training run reports, one frozen dataclass per event, so a display matches on types, not strings.
+
+Only rank 0 emits. `Progress` comes after the first step and then about every PROGRESS_SECONDS, so a live
+display moves long before the first `Logged` (--log-every) line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something about the data or the run worth a line (cache used, --max-minutes reached, init-from)."""
+
+    kind: ClassVar[str] = "data"
+    message: str
+
+
+@dataclass(frozen=True)
+class TrainWarning:
+    """Something skipped that the user may want to fix (an unreadable image, one smaller than a patch)."""
+
+    kind: ClassVar[str] = "warning"
+    message: str
+
+
+@dataclass(frozen=True)
+class Started:
+    kind: ClassVar[str] = "start"
+    step: int
+    steps: int
+    device: str
+    amp: str
+    images: int
+    parameters: int
+    world: int
+    threads: int
+    epoch_steps: int
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Progress:
+    kind: ClassVar[str] = "progress"
+    step: int
+    steps: int
+    loss: float
+    steps_per_s: float
+    eta_s: float
+
+
+@dataclass(frozen=True)
+class Logged:
+    """One --log-every line; `record()` is exactly what log.jsonl stores."""
+
+    kind: ClassVar[str] = "log"
+    step: int
+    loss: float
+    lr: float
+    steps_per_s: float
+    time: float
+    steps: int
+    eta_s: float
+
+    def record(self) -> dict[str, Any]:
+        return {"step": self.step, "loss": self.loss, "lr": self.lr, "steps_per_s": self.steps_per_s,
+                "time": self.time}
+
+
+@dataclass(frozen=True)
+class Validated:
+    """A validation pass; `record()` is the plain dict log.jsonl and checkpoints store."""
+
+    kind: ClassVar[str] = "val"
+    step: int
+    set: str
+    psnr: float
+    ssim: float
+    per_scale: dict[str, dict[str, float]]
+
+    def record(self) -> dict[str, Any]:
+        return {"step": self.step, "set": self.set, "psnr": self.psnr, "ssim": self.ssim,
+                "per_scale": self.per_scale}
+
+
+@dataclass(frozen=True)
+class Saved:
+    kind: ClassVar[str] = "checkpoint"
+    step: int
+    path: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    kind: ClassVar[str] = "done"
+    step: int
+    interrupted: bool
+    weights: str
+
+
+TrainEvent = Note | TrainWarning | Started | Progress | Logged | Validated | Saved | Finished
+EventCallback = Callable[[TrainEvent], None]
