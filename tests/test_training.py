@@ -204,6 +204,7 @@ def test_a_sets_own_lr_is_used_and_its_lr_folders_are_not_taken_as_hr(tmp_path: 
     assert np.array_equal(data.lr[3][0], downscale(hr[:, :, ::-1], 3))
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_shards_patches_and_writes_once(tiny_images: Path, tmp_path: Path) -> None:
     """Rank 0 sees the single-process batch, so step 1's loss matches; step 2 differs because the update
     averaged rank 1's gradient (its own patches). Unused MDSR upsamplers stay untouched under DDP."""
@@ -259,6 +260,7 @@ def test_logged_validation_equals_what_srcli_eval_prints_for_the_export(tiny_ima
     assert logged[0]["per_scale"]["x2"]["ssim"] == pytest.approx(scored["ssim"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_short_run_on_real_images_learns_resumes_and_exports(train_dir: Path, benchmark_dir: Path,
                                                             tmp_path: Path) -> None:
     images = sorted((train_dir / "T91").iterdir())[:6]

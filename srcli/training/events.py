@@ -7,7 +7,7 @@ display moves long before the first `Logged` (--log-every) line.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 
@@ -29,6 +29,8 @@ class TrainWarning:
 
 @dataclass(frozen=True)
 class Started:
+    """The run as it begins (or resumes at `step`), with the resolved config: what the user should check first."""
+
     kind: ClassVar[str] = "start"
     step: int
     steps: int
@@ -44,6 +46,8 @@ class Started:
 
 @dataclass(frozen=True)
 class Progress:
+    """The live panel's feed between log lines: the loss so far in this log window and the recent pace."""
+
     kind: ClassVar[str] = "progress"
     step: int
     steps: int
@@ -66,8 +70,7 @@ class Logged:
     eta_s: float
 
     def record(self) -> dict[str, Any]:
-        return {"step": self.step, "loss": self.loss, "lr": self.lr, "steps_per_s": self.steps_per_s,
-                "time": self.time}
+        return _record(self, "steps", "eta_s")
 
 
 @dataclass(frozen=True)
@@ -82,12 +85,13 @@ class Validated:
     per_scale: dict[str, dict[str, float]]
 
     def record(self) -> dict[str, Any]:
-        return {"step": self.step, "set": self.set, "psnr": self.psnr, "ssim": self.ssim,
-                "per_scale": self.per_scale}
+        return _record(self)
 
 
 @dataclass(frozen=True)
 class Saved:
+    """A checkpoint written (latest.pt, best.pt): full state, what --resume continues from."""
+
     kind: ClassVar[str] = "checkpoint"
     step: int
     path: str
@@ -95,10 +99,17 @@ class Saved:
 
 @dataclass(frozen=True)
 class Finished:
+    """The run's end: model.pt exported; `interrupted` when a stop request (Ctrl-C) ended it early."""
+
     kind: ClassVar[str] = "done"
     step: int
     interrupted: bool
     weights: str
+
+
+def _record(event: Logged | Validated, *leave_out: str) -> dict[str, Any]:
+    """The event's fields in declaration order, as log.jsonl has always stored them."""
+    return {key: value for key, value in asdict(event).items() if key not in leave_out}
 
 
 TrainEvent = Note | TrainWarning | Started | Progress | Logged | Validated | Saved | Finished
