@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from srcli.training import Trainer, make_config
+from srcli.training.events import Logged, TrainEvent
 
 
 def synthetic_images(folder: Path, count: int = 24) -> Path:
@@ -92,9 +93,9 @@ def srcli_loop(args: argparse.Namespace, data: Path, out: Path) -> float:
         checkpoint_every=10**9, device=args.device, amp=args.amp, workers=args.workers,
         cache_dir=str(out.parent / "cache"),
     )
-    def on_event(event: dict) -> None:
-        if event["kind"] == "log":
-            speeds.append(event["steps_per_s"])
+    def on_event(event: TrainEvent) -> None:
+        if isinstance(event, Logged):
+            speeds.append(event.steps_per_s)
 
     Trainer(config, on_event=on_event).run()
     return statistics.median(speeds[1:])

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from srcli import distributed
 from srcli.engine import ProgressCallback
 from srcli.errors import NonFiniteOutputError, OutputError, OutputExistsError, SrcliError
 from srcli.imageio import ALPHA_EXTENSIONS, DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, read_image, write_image
@@ -289,12 +290,8 @@ def _size(image: np.ndarray) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
-class Shard:
-    """This process's place among torchrun's ranks; world 1 when run alone."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
+class Shard(distributed.Ranks):
+    """This process's share of a batch among torchrun's ranks; world 1 when run alone."""
 
     def take(self, jobs: list[Job]) -> list[Job]:
         """Every world-th job from this rank's index: disjoint slices whose union is the whole list."""
@@ -302,10 +299,7 @@ class Shard:
 
     def wait_for_all(self) -> None:
         """Let every rank finish planning before any writes, so no rank sees another's fresh outputs."""
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
+        self.barrier()
 
 
 def join_shard() -> Shard:
@@ -313,14 +307,9 @@ def join_shard() -> Shard:
 
     gloo carries only the small result records, so it serves CPU and GPU runs alike.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1 or "RANK" not in os.environ:
-        return Shard()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group(backend="gloo")
-    return Shard(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    ranks = distributed.environment()
+    distributed.start(ranks, "gloo")
+    return Shard(ranks.rank, ranks.world, ranks.local_rank)
 
 
 def gather_results(shard: Shard, results: list[ImageResult]) -> list[ImageResult]:
@@ -337,7 +326,4 @@ def gather_results(shard: Shard, results: list[ImageResult]) -> list[ImageResult
 
 def leave_shard(shard: Shard) -> None:
     if shard.world > 1:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        distributed.stop()

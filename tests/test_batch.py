@@ -138,6 +138,7 @@ def test_shards_are_disjoint_and_complete(world):
     assert len(taken) == len(jobs)
 
 
+@pytest.mark.slow
 def test_two_processes_share_a_folder(tmp_path):
     """Two real ranks (torchrun's environment, gloo on CPU): each output written once, all written."""
     for index in range(5):

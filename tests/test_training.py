@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import cv2
@@ -23,6 +24,7 @@ from srcli.models import build
 from srcli.resize import downscale
 from srcli.training import Trainer, configure, make_config
 from srcli.training.data import PatchSampler, TrainingData, drop_small, load_training_data, minibatch_scale
+from srcli.training.events import Finished, Logged, Note, Progress, Saved, Started, TrainEvent
 from srcli.weights import load_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,7 +83,7 @@ def test_small_images_are_dropped_and_none_left_is_an_error() -> None:
     data = TrainingData("lr", ["big", "small"], [big, small], {2: [big[:20, :20], small[:5, :5]]})
     warnings = []
     kept = drop_small(data, 8, warnings.append)
-    assert kept.names == ["big"] and "small" in warnings[0]["message"]
+    assert kept.names == ["big"] and "small" in warnings[0].message
     with pytest.raises(TrainingError, match="smaller than a 30x30 patch"):
         drop_small(data, 30)
 
@@ -202,6 +204,7 @@ def test_a_sets_own_lr_is_used_and_its_lr_folders_are_not_taken_as_hr(tmp_path: 
     assert np.array_equal(data.lr[3][0], downscale(hr[:, :, ::-1], 3))
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_shards_patches_and_writes_once(tiny_images: Path, tmp_path: Path) -> None:
     """Rank 0 sees the single-process batch, so step 1's loss matches; step 2 differs because the update
     averaged rank 1's gradient (its own patches). Unused MDSR upsamplers stay untouched under DDP."""
@@ -245,8 +248,11 @@ def test_logged_validation_equals_what_srcli_eval_prints_for_the_export(tiny_ima
         cv2.imwrite(str(bench / "Set5" / "HR" / f"im{index}.png"), hr)
         cv2.imwrite(str(bench / "Set5" / "LR_bicubic" / "X2" / f"im{index}x2.png"), downscale(hr, 2))
     run = _train(tmp_path / "run", tiny_images, steps=2, val_set="set5", data_dir=str(bench), val_every=2)
-    logged = [json.loads(line)["val"] for line in (run.run_dir / "log.jsonl").read_text().splitlines()
-              if "val" in json.loads(line)]
+    lines = [json.loads(line) for line in (run.run_dir / "log.jsonl").read_text().splitlines()]
+    # log.jsonl's layout, which tools read: loss lines, then a val line keyed by the step
+    assert [list(line) for line in lines] == [["step", "loss", "lr", "steps_per_s", "time"]] * 2 + [["val", "step"]]
+    assert list(lines[2]["val"]) == ["step", "set", "psnr", "ssim", "per_scale"]
+    logged = [line["val"] for line in lines if "val" in line]
     assert [record["step"] for record in logged] == [2] and logged[0]["set"] == "Set5"
     [scored] = _eval_json("set5", "--weights", str(run.weights), "--scale", "2", "--data-dir", str(bench))
     assert scored["images"] == 2
@@ -254,6 +260,7 @@ def test_logged_validation_equals_what_srcli_eval_prints_for_the_export(tiny_ima
     assert logged[0]["per_scale"]["x2"]["ssim"] == pytest.approx(scored["ssim"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_short_run_on_real_images_learns_resumes_and_exports(train_dir: Path, benchmark_dir: Path,
                                                             tmp_path: Path) -> None:
     images = sorted((train_dir / "T91").iterdir())[:6]
@@ -285,19 +292,38 @@ def test_the_live_panel_moves_from_the_first_step(tiny_images: Path, tmp_path: P
     settings = {"data": [str(tiny_images)], "out": str(tmp_path / "run"), "batch": 4, "patch": 12, "steps": 3,
                 "log_every": 100, "checkpoint_every": 1000, "seed": 5}
     config, state = configure("edsr-baseline", settings, resume=False)
-    events: list[dict] = []
+    events: list[TrainEvent] = []
     Trainer(config, state, on_event=events.append).run()
-    kinds = [event["kind"] for event in events]
-    first = events[kinds.index("progress")]
-    assert kinds.index("progress") < kinds.index("log")  # long before --log-every (here only the last step logs)
-    assert first["step"] == 1 and first["steps"] == 3
-    assert math.isfinite(first["loss"]) and first["steps_per_s"] > 0 and first["eta_s"] >= 0
+    kinds = [type(event) for event in events]
+    first = events[kinds.index(Progress)]
+    assert isinstance(first, Progress)
+    assert kinds.index(Progress) < kinds.index(Logged)  # long before --log-every (here only the last step logs)
+    assert first.step == 1 and first.steps == 3
+    assert math.isfinite(first.loss) and first.steps_per_s > 0 and first.eta_s >= 0
+    assert kinds[0] is Note and kinds[-1] is Finished and Started in kinds and Saved in kinds
 
     display = _Display(log_every_line=False)
-    display.state.update(steps=3)
-    display.state.update({k: first[k] for k in ("step", "loss", "steps_per_s", "eta_s")})
+    display(Started(step=0, steps=3, device="cpu", amp="none", images=6, parameters=1, world=1, threads=1,
+                    epoch_steps=0, config=config.to_dict()))
+    display(first)
     recorder = Console(record=True, width=100, file=io.StringIO())
     recorder.print(display._render())
     text = recorder.export_text()
-    assert "1 / 3" in text and f"{first['loss']:.4f}" in text and "steps/s" in text
+    assert "1 / 3" in text and f"{first.loss:.4f}" in text and "steps/s" in text
     assert "loss      -" not in text
+
+
+def test_every_train_option_is_a_train_config_field() -> None:
+    """TrainConfig is the one place: each CLI parameter overrides the field of its name (recipe and resume aside)."""
+    import typer.main
+
+    from srcli.cli.train_cmd import _overrides
+    from srcli.training import TrainConfig
+
+    command = typer.main.get_command(app).commands["train"]
+    names = {param.name for param in command.params}
+    assert names - {field.name for field in fields(TrainConfig)} == {"resume"}
+    given = {"scales": "2,3", "data": ("a", "b"), "out": Path("runs/x"), "steps": None, "compile": True,
+             "recipe": "mdsr", "resume": False}
+    assert _overrides(given) == {"scales": [2, 3], "data": ["a", "b"], "out": "runs/x", "steps": None,
+                                 "compile": True}

@@ -77,6 +77,7 @@ def _vdsr_psnr(model: torch.nn.Module | None, hr: np.ndarray, scale: int) -> flo
     return psnr(upscaled * 255.0, hr, shave=scale)
 
 
+@pytest.mark.slow
 def test_vdsr_recipe_moves_psnr_above_bicubic_on_real_images(
     train_dir: Path, benchmark_dir: Path, tmp_path: Path
 ) -> None:

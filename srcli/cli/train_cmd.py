@@ -5,8 +5,9 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.live import Live
@@ -16,6 +17,10 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from srcli.cli.common import console, parse_scales
+
+if TYPE_CHECKING:  # srcli.training imports torch: only a run loads it, never a help screen
+    from srcli.training import Trainer, TrainResult
+    from srcli.training.events import Started, TrainEvent
 
 
 def _duration(seconds: float | None) -> str:
@@ -62,153 +67,180 @@ class _Display:
         table.add_row("device", f"{s.get('device', '?')}  amp {s.get('amp', '?')}")
         return Panel(table, title=f"srcli train {s.get('recipe', '')}", expand=False)
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event["kind"]
-        if kind in ("data", "warning"):
-            style = "yellow" if kind == "warning" else "dim"
-            console.print(f"[{style}]{kind}:[/] {escape(event['message'])}", soft_wrap=True)
-        elif kind == "start":
-            self.state.update(step=event["step"], steps=event["steps"], device=event["device"], amp=event["amp"],
-                              recipe=event["config"]["recipe"])
-            extra = f", epoch = {event['epoch_steps']} steps" if event["epoch_steps"] else ""
-            console.print(
-                f"training {event['config']['recipe']} x{'/x'.join(map(str, event['config']['scales']))} "
-                f"({event['parameters']:,} parameters) on {event['images']} images, {event['device']}, "
-                f"amp {event['amp']}, {event['world']} process(es){extra}; from step {event['step']:,} "
-                f"to {event['steps']:,}",
-                soft_wrap=True,
-            )
-        elif kind == "progress":  # about once a second: the panel moves from the first step
-            self.state.update({key: event[key] for key in ("step", "loss", "steps_per_s", "eta_s")})
-        elif kind == "log":
-            self.state.update(event)
-            if self.headless:
-                console.print(
-                    f"step {event['step']}/{event['steps']} loss {event['loss']:.4f} lr {event['lr']:.3g} "
-                    f"{event['steps_per_s']:.2f} steps/s ETA {_duration(event['eta_s'])}",
-                    soft_wrap=True,
-                )
-        elif kind == "val":
-            self.state["val"] = event
-            scales = ", ".join(f"{k} {v['psnr']:.3f}/{v['ssim']:.4f}" for k, v in event["per_scale"].items())
-            console.print(f"val step {event['step']}: PSNR {event['psnr']:.3f} dB, SSIM {event['ssim']:.4f} "
-                          f"({scales})", soft_wrap=True)
-        elif kind == "checkpoint" and self.headless:
-            console.print(f"[dim]checkpoint step {event['step']} -> {escape(str(event['path']))}[/]", soft_wrap=True)
+    def __call__(self, event: TrainEvent) -> None:
+        from srcli.training.events import Logged, Note, Progress, Saved, Started, TrainWarning, Validated
+
+        match event:
+            case Note() | TrainWarning():
+                style = "yellow" if isinstance(event, TrainWarning) else "dim"
+                console.print(f"[{style}]{event.kind}:[/] {escape(event.message)}", soft_wrap=True)
+            case Started():
+                self._started(event)
+            case Progress():  # about once a second: the panel moves from the first step
+                self.state.update(step=event.step, loss=event.loss, steps_per_s=event.steps_per_s, eta_s=event.eta_s)
+            case Logged():
+                self.state.update(asdict(event))
+                if self.headless:
+                    console.print(
+                        f"step {event.step}/{event.steps} loss {event.loss:.4f} lr {event.lr:.3g} "
+                        f"{event.steps_per_s:.2f} steps/s ETA {_duration(event.eta_s)}",
+                        soft_wrap=True,
+                    )
+            case Validated():
+                self.state["val"] = event.record()
+                scales = ", ".join(f"{k} {v['psnr']:.3f}/{v['ssim']:.4f}" for k, v in event.per_scale.items())
+                console.print(f"val step {event.step}: PSNR {event.psnr:.3f} dB, SSIM {event.ssim:.4f} "
+                              f"({scales})", soft_wrap=True)
+            case Saved() if self.headless:
+                console.print(f"[dim]checkpoint step {event.step} -> {escape(event.path)}[/]", soft_wrap=True)
         if self.live is not None:
             self.live.update(self._render())
+
+    def _started(self, event: Started) -> None:
+        recipe, scales = event.config["recipe"], event.config["scales"]
+        self.state.update(step=event.step, steps=event.steps, device=event.device, amp=event.amp, recipe=recipe)
+        extra = f", epoch = {event.epoch_steps} steps" if event.epoch_steps else ""
+        console.print(
+            f"training {recipe} x{'/x'.join(map(str, scales))} ({event.parameters:,} parameters) on {event.images} "
+            f"images, {event.device}, amp {event.amp}, {event.world} process(es){extra}; from step {event.step:,} "
+            f"to {event.steps:,}",
+            soft_wrap=True,
+        )
+
+
+_OPTION_TYPES = {"scales": parse_scales}  # CLI text that needs more than str() to become a TrainConfig value
+
+
+def _overrides(given: dict[str, Any]) -> dict[str, Any]:
+    """The TrainConfig fields the command line gave, as plain values: a new option needs only its CLI flag.
+
+    Each CLI parameter named like a TrainConfig field (except the recipe, chosen apart) overrides it; None means
+    "the recipe's value" (or, on --resume, the run's).
+    """
+    from srcli.training import TrainConfig
+
+    names = {item.name for item in fields(TrainConfig)} - {"recipe"}
+    overrides: dict[str, Any] = {}
+    for name, value in given.items():
+        if name not in names:
+            continue
+        if isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, list | tuple):
+            value = list(value) or None
+        elif name in _OPTION_TYPES:
+            value = _OPTION_TYPES[name](value) if value else None
+        overrides[name] = value
+    return overrides
+
+
+def _run(trainer: Trainer) -> TrainResult:
+    """Run with a live display; the first Ctrl-C (or SIGTERM) stops after the step and saves, a second aborts."""
+    presses = []
+
+    def stop(signum: int, _frame: object) -> None:
+        presses.append(signum)
+        if len(presses) > 1:
+            raise KeyboardInterrupt
+        trainer.request_stop()
+        console.print("[yellow]stopping after this step and saving a checkpoint (again to abort)[/]")
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with _Display(log_every_line=not sys.stderr.isatty()) as display:
+            trainer.on_event = display
+            return trainer.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _report(result: TrainResult, started: float) -> None:
+    if result.weights is None:  # a DDP rank other than 0
+        return
+    weights = escape(str(result.weights))
+    summary = f"step {result.step:,} in {_duration(time.perf_counter() - started)}; weights {weights}"
+    if result.last_val:
+        summary += f"; last val PSNR {result.last_val['psnr']:.3f} dB"
+    if result.interrupted:
+        run_dir = escape(str(result.run_dir))
+        console.print(f"[yellow]stopped[/] at {summary}; continue with --resume --out {run_dir}")
+        raise typer.Exit(130)
+    console.print(f"[green]done[/]: {summary}", soft_wrap=True)
+
+
+def train_command(
+    ctx: typer.Context,
+    recipe: str = typer.Option(None, "--recipe",
+                               help="edsr-baseline | edsr | mdsr-baseline | mdsr | vdsr (default: edsr-baseline)"),
+    scales: str = typer.Option(None, "--scale", "-s", help="Scale(s): 2, or 2,3,4 for mdsr/vdsr (recipe's)."),
+    data: list[str] = typer.Option(
+        None, "--data", "-d", help="Folder of HR images (recursive), or div2k (its train HR); repeat for more."
+    ),
+    out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run folder: checkpoints, log, model.pt."),
+    steps: int = typer.Option(None, "--steps", help="Total optimiser steps (recipe's)."),
+    batch: int = typer.Option(None, "--batch", help="Minibatch size (16; vdsr 64)."),
+    patch: int = typer.Option(None, "--patch", help="LR patch side (48); vdsr: input patch side (41)."),
+    lr: float = typer.Option(None, "--lr", help="Initial learning rate (1e-4; vdsr 0.1)."),
+    lr_step: int = typer.Option(None, "--lr-step", help="Steps between lr decays (2e5; vdsr 20 epochs)."),
+    lr_gamma: float = typer.Option(None, "--lr-gamma", help="lr multiplier at each decay (0.5; vdsr 0.1)."),
+    lr_schedule: str = typer.Option(None, "--lr-schedule", help="step (the papers') or cosine (over --steps)."),
+    clip: float = typer.Option(
+        None, "--clip", help="VDSR theta: gradient norm clipped to theta/lr (0.01; the paper's 0.4 collapses)."
+    ),
+    weight_decay: float = typer.Option(None, "--weight-decay", help="L2 weight decay (0; vdsr 1e-4)."),
+    optimizer: str = typer.Option(None, "--optimizer", help="adam (EDSR/MDSR) | sgd (VDSR, momentum 0.9)."),
+    loss: str = typer.Option(None, "--loss", help="l1 (EDSR/MDSR) | mse (VDSR: half the sum of squares)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+    init_from: Path = typer.Option(None, "--init-from",
+                                   help="Start from a trained model (x2 -> x3/x4); its upsampler is skipped."),
+    val_set: str = typer.Option(
+        None, "--val-set", help="A set name (Set5, B100, DIV2K-valid10, ...) or a folder (HR/ + LR_bicubic/X<s>/)."
+    ),
+    data_dir: Path = typer.Option(
+        None, "--data-dir", help="Where named sets lie, as for srcli eval (else $SRCLI_DATA, else srcli's cache)."
+    ),
+    val_every: int = typer.Option(None, "--val-every", help="Validate every N steps (1000)."),
+    checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Write latest.pt every N steps (1000)."),
+    log_every: int = typer.Option(None, "--log-every", help="Log loss/speed every N steps (100)."),
+    max_minutes: float = typer.Option(None, "--max-minutes",
+                                      help="Stop after this many minutes of training (checkpoint + export)."),
+    device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (auto)."),
+    amp: str = typer.Option(None, "--amp", help="auto (bf16 on CUDA) | bf16 | fp16 | none."),
+    workers: int = typer.Option(None, "--workers", help="Batch-building threads (4 on CUDA, 1 on CPU)."),
+    seed: int = typer.Option(None, "--seed", help="Random seed (0)."),
+    cache_dir: Path = typer.Option(None, "--cache-dir",
+                                   help="Where decoded images and LR are cached (RUN/cache); share between runs."),
+    compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
+    export_fp16: bool = typer.Option(None, "--export-fp16/--export-fp32", help="Store model.pt in fp16."),
+) -> None:
+    """Train EDSR, MDSR or VDSR with the papers' recipes; resumable, validated, exported.
+
+    The run folder (--out) gets [bold]latest.pt[/] / [bold]best.pt[/] (full state),
+    [bold]log.jsonl[/], and [bold]model.pt[/] + [bold]model.json[/]: plain weights that
+    `srcli upscale --weights` and `srcli eval --weights` take as they are.
+    Validation uses srcli eval's own scoring (Y, shave = scale).
+    Named sets are never downloaded here: run `srcli download div2k` first.
+
+    [bold]Examples[/]
+
+      srcli train --recipe edsr-baseline -s 2 --data T91 --data BSD200 --out runs/x2
+
+      srcli train -s 4 --data div2k --init-from runs/x2/model.pt --out runs/x4
+
+      srcli train --recipe mdsr-baseline -s 2,3,4 --data div2k --val-set set5
+
+      srcli train --resume --out runs/x2 --steps 600000
+
+      torchrun --nproc-per-node 4 -m srcli train --data div2k --out runs/r
+    """
+    from srcli.training import Trainer, configure
+
+    config, state = configure(recipe, _overrides(ctx.params), resume)
+    started = time.perf_counter()
+    _report(_run(Trainer(config, state)), started)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's command(s) to the app."""
-
-    @app.command("train")
-    def train_command(
-        recipe: str = typer.Option(None, "--recipe",
-                                   help="edsr-baseline | edsr | mdsr-baseline | mdsr | vdsr (default: edsr-baseline)"),
-        scale: str = typer.Option(None, "--scale", "-s", help="Scale(s): 2, or 2,3,4 for mdsr/vdsr (recipe's)."),
-        data: list[str] = typer.Option(
-            None, "--data", "-d", help="Folder of HR images (recursive), or div2k (its train HR); repeat for more."
-        ),
-        out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run folder: checkpoints, log, model.pt."),
-        steps: int = typer.Option(None, "--steps", help="Total optimiser steps (recipe's)."),
-        batch: int = typer.Option(None, "--batch", help="Minibatch size (16; vdsr 64)."),
-        patch: int = typer.Option(None, "--patch", help="LR patch side (48); vdsr: input patch side (41)."),
-        lr: float = typer.Option(None, "--lr", help="Initial learning rate (1e-4; vdsr 0.1)."),
-        lr_step: int = typer.Option(None, "--lr-step", help="Steps between lr decays (2e5; vdsr 20 epochs)."),
-        lr_gamma: float = typer.Option(None, "--lr-gamma", help="lr multiplier at each decay (0.5; vdsr 0.1)."),
-        lr_schedule: str = typer.Option(None, "--lr-schedule", help="step (the papers') or cosine (over --steps)."),
-        clip: float = typer.Option(
-            None, "--clip", help="VDSR theta: gradient norm clipped to theta/lr (0.01; the paper's 0.4 collapses)."
-        ),
-        weight_decay: float = typer.Option(None, "--weight-decay", help="L2 weight decay (0; vdsr 1e-4)."),
-        optimizer: str = typer.Option(None, "--optimizer", help="adam (EDSR/MDSR) | sgd (VDSR, momentum 0.9)."),
-        loss: str = typer.Option(None, "--loss", help="l1 (EDSR/MDSR) | mse (VDSR: half the sum of squares)."),
-        resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
-        init_from: Path = typer.Option(None, "--init-from",
-                                       help="Start from a trained model (x2 -> x3/x4); its upsampler is skipped."),
-        val_set: str = typer.Option(
-            None, "--val-set", help="A set name (Set5, B100, DIV2K-valid10, ...) or a folder (HR/ + LR_bicubic/X<s>/)."
-        ),
-        data_dir: Path = typer.Option(
-            None, "--data-dir", help="Where named sets lie, as for srcli eval (else $SRCLI_DATA, else srcli's cache)."
-        ),
-        val_every: int = typer.Option(None, "--val-every", help="Validate every N steps (1000)."),
-        checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Write latest.pt every N steps (1000)."),
-        log_every: int = typer.Option(None, "--log-every", help="Log loss/speed every N steps (100)."),
-        max_minutes: float = typer.Option(None, "--max-minutes",
-                                          help="Stop after this many minutes of training (checkpoint + export)."),
-        device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (auto)."),
-        amp: str = typer.Option(None, "--amp", help="auto (bf16 on CUDA) | bf16 | fp16 | none."),
-        workers: int = typer.Option(None, "--workers", help="Batch-building threads (4 on CUDA, 1 on CPU)."),
-        seed: int = typer.Option(None, "--seed", help="Random seed (0)."),
-        cache_dir: Path = typer.Option(None, "--cache-dir",
-                                       help="Where decoded images and LR are cached (RUN/cache); share between runs."),
-        compile_model: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
-        export_fp16: bool = typer.Option(None, "--export-fp16/--export-fp32", help="Store model.pt in fp16."),
-    ) -> None:
-        """Train EDSR, MDSR or VDSR with the papers' recipes; resumable, validated, exported.
-
-        The run folder (--out) gets [bold]latest.pt[/] / [bold]best.pt[/] (full state),
-        [bold]log.jsonl[/], and [bold]model.pt[/] + [bold]model.json[/]: plain weights that
-        `srcli upscale --weights` and `srcli eval --weights` take as they are.
-        Validation uses srcli eval's own scoring (Y, shave = scale).
-        Named sets are never downloaded here: run `srcli download div2k` first.
-
-        [bold]Examples[/]
-
-          srcli train --recipe edsr-baseline -s 2 --data T91 --data BSD200 --out runs/x2
-
-          srcli train -s 4 --data div2k --init-from runs/x2/model.pt --out runs/x4
-
-          srcli train --recipe mdsr-baseline -s 2,3,4 --data div2k --val-set set5
-
-          srcli train --resume --out runs/x2 --steps 600000
-
-          torchrun --nproc-per-node 4 -m srcli train --data div2k --out runs/r
-        """
-        from srcli.training import Trainer, configure
-
-        overrides = {
-            "scales": parse_scales(scale) if scale else None,
-            "data": list(data) if data else None, "data_dir": str(data_dir) if data_dir else None,
-            "out": str(out), "steps": steps, "batch": batch, "patch": patch, "lr": lr, "lr_step": lr_step,
-            "lr_gamma": lr_gamma, "lr_schedule": lr_schedule, "clip": clip, "weight_decay": weight_decay,
-            "optimizer": optimizer, "loss": loss,
-            "init_from": str(init_from) if init_from else None, "val_set": val_set, "val_every": val_every,
-            "checkpoint_every": checkpoint_every, "log_every": log_every, "max_minutes": max_minutes,
-            "device": device, "amp": amp,
-            "workers": workers, "seed": seed, "cache_dir": str(cache_dir) if cache_dir else None,
-            "compile": compile_model, "export_fp16": export_fp16,
-        }
-        config, state = configure(recipe, overrides, resume)
-        trainer = Trainer(config, state)
-        presses = []
-
-        def stop(signum: int, _frame: object) -> None:
-            presses.append(signum)
-            if len(presses) > 1:
-                raise KeyboardInterrupt
-            trainer.request_stop()
-            console.print("[yellow]stopping after this step and saving a checkpoint (again to abort)[/]")
-
-        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        started = time.perf_counter()
-        try:
-            with _Display(log_every_line=not sys.stderr.isatty()) as display:
-                trainer.on_event = display
-                result = trainer.run()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        if result.weights is None:  # a DDP rank other than 0
-            return
-        weights = escape(str(result.weights))
-        summary = f"step {result.step:,} in {_duration(time.perf_counter() - started)}; weights {weights}"
-        if result.last_val:
-            summary += f"; last val PSNR {result.last_val['psnr']:.3f} dB"
-        if result.interrupted:
-            run_dir = escape(str(result.run_dir))
-            console.print(f"[yellow]stopped[/] at {summary}; continue with --resume --out {run_dir}")
-            raise typer.Exit(130)
-        console.print(f"[green]done[/]: {summary}", soft_wrap=True)
+    app.command("train")(train_command)

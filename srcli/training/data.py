@@ -27,11 +27,11 @@ from srcli.files import atomic_path, write_atomic
 from srcli.imageio import read_image, to_8bit
 from srcli.metrics import rgb_to_y
 from srcli.resize import downscale, imresize, modcrop
+from srcli.training.events import EventCallback, Note, TrainWarning
 
 IMAGE_SUFFIXES = frozenset({".png", ".bmp", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"})
 CACHE_VERSION = 2
 
-EventCallback = Callable[[dict[str, Any]], None]
 
 
 def _is_lr_folder(relative: Path) -> bool:
@@ -181,18 +181,18 @@ def load_training_data(
         index = cache_dir / f"{key}.json"
         if index.exists() and all(p.exists() for p in cache_paths.values()):
             names = json.loads(index.read_text())["names"]
-            emit({"kind": "data", "message": f"loaded {len(names)} decoded images from the cache {cache_dir}"})
+            emit(Note(f"loaded {len(names)} decoded images from the cache {cache_dir}"))
             return TrainingData(
                 mode, names, _load_npz(cache_paths["hr"]), {s: _load_npz(cache_paths[s]) for s in scales}
             )
-    emit({"kind": "data", "message": f"decoding {len(files)} images and making x{'/x'.join(map(str, scales))} LR"})
+    emit(Note(f"decoding {len(files)} images and making x{'/x'.join(map(str, scales))} LR"))
     workers = threads if threads > 0 else max(1, min(16, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         prepared = list(pool.map(lambda p: _prepare_one(p, mode, scales), files))
     names, hrs, lows = [], [], {s: [] for s in scales}
     for path, item in zip(files, prepared, strict=True):
         if isinstance(item, str):
-            emit({"kind": "warning", "message": f"skipped {item}"})
+            emit(TrainWarning(f"skipped {item}"))
             continue
         names.append(str(path))
         hrs.append(item[0])
@@ -220,9 +220,8 @@ def drop_small(data: TrainingData, patch: int, on_event: EventCallback | None = 
         else:
             smallest = min((size for size in sizes), key=min)
             side = "input" if data.mode == "ilr" else "LR"
-            emit({"kind": "warning",
-                  "message": f"skipped {data.names[index]}: its {side} {smallest[1]}x{smallest[0]} is smaller "
-                             f"than the {patch}x{patch} patch"})
+            emit(TrainWarning(f"skipped {data.names[index]}: its {side} {smallest[1]}x{smallest[0]} is smaller "
+                              f"than the {patch}x{patch} patch"))
     if not keep:
         raise TrainingError(f"every training image is smaller than a {patch}x{patch} patch; lower --patch")
     return TrainingData(
