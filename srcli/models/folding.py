@@ -5,7 +5,8 @@ output mean shift into the last conv, upsampler channels are reordered so a pixe
 runs in channels_last memory, and a linear tail (upsampler + last conv) becomes one conv. The input mean
 shift stays an elementwise subtract: folding it into the head conv would be wrong at borders, where the
 conv's zero padding meets the unshifted zero.
-`srcli.engine.folded` runs these steps; nothing here touches a device.
+Each step type carries its behaviour (run, walk, prepared), so `run_steps` is the one interpreter: the reference
+here and `srcli.engine.folded`'s fast path differ only in the `Ops` they give it; nothing here touches a device.
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ class Conv:
 
 @dataclass
 class Save:
+    """Keep the current tensor under `key`, for a later conv's residual."""
+
     key: str
     linear = False
 
@@ -108,6 +111,8 @@ class Save:
 
 @dataclass
 class Shuffle:
+    """A pixel shuffle reading the channels in the fold's (i, j, c) order."""
+
     factor: int
     linear = True
 
