@@ -1,6 +1,6 @@
 """The one downloader (weights and datasets): streaming, HTTP Range resume, checksums, atomic rename.
 
-Also where downloaded things live (`data_home`), how a mirror base address turns into candidate
+Also where downloaded things live (`data_home`, from srcli.paths), how a mirror base address turns into candidate
 URLs, and a small registry of named downloadable things that `srcli download NAME...` serves.
 A file is only ever visible at its final path once it is complete and verified: bytes arrive in
 `<dest>.part`, which survives an interrupted run so the next one resumes where it stopped.
@@ -19,6 +19,9 @@ from urllib.parse import urlsplit
 
 from srcli.errors import DownloadError, UnknownModelError
 from srcli.files import move_into_place
+from srcli.paths import HOME_ENV as HOME_ENV  # re-exported: weights, datasets and tests read them here
+from srcli.paths import cache_home as cache_home
+from srcli.paths import data_home as data_home
 
 if TYPE_CHECKING:  # requests is imported where a download starts: every CLI start imports this module (0.1 s)
     import requests
@@ -30,32 +33,6 @@ CHUNK = 1 << 20
 NETWORK_CHUNK = 1 << 16  # small reads: a dropped connection loses at most this much of what arrived
 DEFAULT_TIMEOUT = 30.0
 MIRROR_ENV = "SRCLI_MIRROR"
-HOME_ENV = "SRCLI_HOME"
-CACHE_ENV = "SRCLI_CACHE"
-
-
-def data_home() -> Path:
-    """srcli's data folder: $SRCLI_HOME, else the platform's user data dir (e.g. ~/.local/share/srcli)."""
-    override = os.environ.get(HOME_ENV)
-    if override:
-        return Path(override).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("srcli", appauthor=False))
-
-
-def cache_home() -> Path:
-    """Where srcli keeps what it can rebuild (converted models): $SRCLI_CACHE, else $SRCLI_HOME/cache, else the
-    platform's user cache dir (e.g. ~/.cache/srcli)."""
-    override = os.environ.get(CACHE_ENV)
-    if override:
-        return Path(override).expanduser()
-    home = os.environ.get(HOME_ENV)
-    if home:
-        return Path(home).expanduser() / "cache"
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("srcli", appauthor=False))
 
 
 def candidate_urls(official_url: str, mirror: str | None = None) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-_Y_WEIGHTS = np.array([65.481, 128.553, 24.966]) / 255.0
+from srcli.colour import Y_WEIGHTS, YCBCR_OFFSET
 
 
 def rgb_to_y(image: np.ndarray) -> np.ndarray:
@@ -18,7 +18,7 @@ def rgb_to_y(image: np.ndarray) -> np.ndarray:
         return data
     if data.shape[2] == 1:
         return data[:, :, 0]
-    return 16.0 + data[:, :, :3] @ _Y_WEIGHTS
+    return YCBCR_OFFSET[0] + data[:, :, :3] @ Y_WEIGHTS
 
 
 def quantize(image: np.ndarray) -> np.ndarray:

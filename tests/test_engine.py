@@ -298,44 +298,6 @@ def test_out_of_memory_backs_off_to_smaller_tiles_with_the_same_result() -> None
         Upscaler(model, 2, _torch(tile=0, memory_budget=1000)).upscale(image)
 
 
-def _uncomposed_tails(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Folds keep their upsampler as written: a high-resolution tail, bigger than the trunk, as a fold whose tail
-    is not linear would have (srcli's own compose theirs into one small conv)."""
-    monkeypatch.setattr(folding, "compose_linear_tail", lambda tail: tail)
-
-
-def test_tail_strips_under_a_tight_budget_give_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A high-resolution tail runs in overlapping row strips when memory is short; the result is unchanged."""
-    _uncomposed_tails(monkeypatch)
-    model = _seeded("edsr-baseline", scale=4, blocks=2)
-    image = _random_image(40, 36, seed=9)
-    roomy = Upscaler(model, 4, _torch(tile=0, memory_budget=2**30))
-    probe = Upscaler(model, 4, _torch())
-    tight = Upscaler(model, 4, _torch(tile=0, memory_budget=probe.bytes_per_window(40 * 36)))
-    strips = [u.runner.strip_rows(40, 40 * 36, torch.float32, u.memory_budget()) for u in (tight, roomy)]
-    assert strips[0] < 40 <= strips[1]
-    out, plan = tight.upscale(image)
-    assert plan.backoffs == 0
-    assert np.array_equal(out, roomy.upscale(image).image)
-
-
-
-def test_cpu_tail_strips_of_one_height_give_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On the CPU the tail always runs in strips (here CPU_MIN_STRIP_ROWS, evened out: 75 rows as 3 x 25, each
-    computed with its 2-row halo, the last shifted up to keep one height); the bytes equal the whole tail's."""
-    from srcli.engine import folded
-
-    _uncomposed_tails(monkeypatch)
-    model, image = _seeded("edsr-baseline", scale=4, blocks=1), _random_image(75, 20, seed=4)
-    whole = Upscaler(model, 4, _torch(tile=0)).upscale(image).image
-    monkeypatch.setattr(folded, "CPU_STRIP_BYTES", 1)
-    heights: list[int] = []
-    upscaler = Upscaler(model, 4, _torch(tile=0))
-    run_tail = folded._run_steps
-    monkeypatch.setattr(folded, "_run_steps", lambda steps, x: (heights.append(x.shape[2]), run_tail(steps, x))[1])
-    assert np.array_equal(upscaler.upscale(image).image, whole)
-    assert heights == [75] + [25 + 2 * upscaler.runner.tail_halo] * 3  # the trunk, then three strips of one height
-
 # --- CUDA (the lead runs these on a GPU machine) -------------------------------------------------------
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -15,7 +15,7 @@ import torch
 from upscale_helpers import REPO, assert_one_error_line, run_cli, srcli_command, write_image
 
 from srcli.engine import UpscaleOptions, Upscaler, choose_backend
-from srcli.engine.tiling import core_length, window_size
+from srcli.engine.tiling import window_size
 from srcli.errors import BackendError
 from srcli.models import build
 
@@ -70,42 +70,28 @@ def test_openvino_ensemble_batches_and_tiles_exactly(openvino) -> None:
     assert np.abs(whole.image.astype(int) - reference.upscale(image).image.astype(int)).max() <= 1
 
 
-def test_openvino_compiles_one_shape_per_part_for_tiles_and_tail_strips(openvino, cache, monkeypatch) -> None:
-    """Windows and tail strips each have one shape, so each part is compiled once for its static shape (faster
-    than a dynamic one, and no slow first inference per new shape); the strips' bytes equal the whole tail's."""
-    from srcli.engine import folded
-    from srcli.models import folding
-
-    monkeypatch.setattr(folding, "compose_linear_tail", lambda tail: tail)  # a high-resolution tail, as written
+def test_openvino_compiles_one_shape_for_all_tiles(openvino, cache) -> None:
+    """Every window has one shape, so the model is compiled once, for that static shape (faster than a dynamic
+    one, and no slow first inference per new shape)."""
     model, image = _seeded("edsr-baseline", scale=4, blocks=1), _image(75, 40, seed=2)
     whole = Upscaler(model, 4, UpscaleOptions(device="cpu", backend="openvino", tile=0)).upscale(image).image
-    monkeypatch.setattr(folded, "CPU_STRIP_BYTES", 1)  # strips of CPU_MIN_STRIP_ROWS
     upscaler = Upscaler(model, 4, UpscaleOptions(device="cpu", backend="openvino", tile=30))
     tiled, plan = upscaler.upscale(image)
     assert plan.tiles == 6 and np.array_equal(tiled, whole)
-    [trunk_shape], [tail_shape] = (list(compiled) for compiled in upscaler.runner._compiled)
-    rows, columns = window_size(75, 30, plan.pad), window_size(40, 30, plan.pad)
-    assert trunk_shape == (1, rows, columns, 3)  # NHWC
-    assert tail_shape == (1, core_length(rows, 32) + 2 * upscaler.runner.geometry.tail_halo, columns, 64)
+    assert list(upscaler.runner._compiled) == [(1, window_size(75, 30, plan.pad), window_size(40, 30, plan.pad), 3)]
 
 
-def test_a_folded_network_is_one_model_with_the_windows_torch_plans(openvino, cache, monkeypatch) -> None:
-    """A composed tail makes the folded network one OpenVINO model, planned like torch's; a tail bigger than the
-    trunk makes two (that tail in strips), with windows sized for OpenVINO's bigger buffers."""
-    from srcli.models import folding
-
+def test_a_folded_network_is_one_model_with_the_windows_torch_plans(openvino, cache) -> None:
+    """A folded network converts as one OpenVINO model, whose windows are planned as torch's are."""
     model = _seeded("edsr-baseline", scale=4, blocks=1)
     budget = Upscaler(model, 4, UpscaleOptions(device="cpu", backend="torch")).bytes_per_window(60 * 60)
 
-    def tiles(backend: str) -> tuple[int, int]:
+    def tile(backend: str) -> int:
         upscaler = Upscaler(model, 4, UpscaleOptions(device="cpu", backend=backend, memory_budget=budget))
-        return len(getattr(upscaler.runner, "_models", [])), upscaler.plan(200, 300).tile
+        return upscaler.plan(200, 300).tile
 
-    torch_tile = tiles("torch")[1]
-    assert 0 < torch_tile < 200 and tiles("openvino") == (1, torch_tile)
-    monkeypatch.setattr(folding, "compose_linear_tail", lambda tail: tail)  # a high-resolution tail, as written
-    parts, tile = tiles("openvino")
-    assert parts == 2 and tile < tiles("torch")[1]
+    torch_tile = tile("torch")
+    assert 0 < torch_tile < 200 and tile("openvino") == torch_tile
 
 
 def test_a_converted_model_is_cached_and_reused(openvino, cache) -> None:

@@ -4,9 +4,12 @@
 - tiling: where windows fall, and the self-ensemble's transforms;
 - folded: the fast path for architectures that declare a fold; module: any other nn.Module as it is;
 - openvino: the optional OpenVINO CPU backend (`srcli[openvino]`), its converted models cached;
+- planning: window bytes, memory budgets, tiles and batches; stitch: windows in, outputs put back together;
+- luma: the Y channel (BT.601 from srcli.colour) for Y-channel networks and scoring;
 - upscaler: the Upscaler that ties them together.
 """
 
+from srcli.colour import YCBCR_MATRIX, YCBCR_OFFSET
 from srcli.engine.devices import (
     BACKENDS,
     available_memory,
@@ -16,13 +19,10 @@ from srcli.engine.devices import (
     precision_name,
     refuse_cpu_half,
 )
+from srcli.engine.planning import CPU_PEAK_TARGET, MIN_TILE
 from srcli.engine.tiling import window_size
 from srcli.engine.upscaler import (
     BORDERS,
-    CPU_PEAK_TARGET,
-    MIN_TILE,
-    YCBCR_MATRIX,
-    YCBCR_OFFSET,
     Plan,
     ProgressCallback,
     Upscaled,

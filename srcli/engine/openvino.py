@@ -1,13 +1,11 @@
 """Running a network with OpenVINO on the CPU: the optional `srcli[openvino]` backend.
 
-What runs is what the torch backend runs: a folded network as one model (or as trunk and tail where the
-tail is bigger than the trunk, so it goes in the same row strips and a window needs no more memory than on
-torch), or any other nn.Module whole. OpenVINO's PyTorch frontend converts them once with a dynamic batch,
-height and width; the IR (xml + bin, float32 weights) is cached in srcli's cache folder, keyed by a hash of the
-weights, the scale and the OpenVINO version: converting takes seconds, reading a cached IR a fraction of one.
-Each part is then compiled for the static input shapes it meets (one window shape, one strip shape per image),
-with NHWC arrays at both ends. Inference is pinned to f32, so outputs stay within one level of torch; the tile
-overlap and memory estimate are the torch runner's.
+What runs is what the torch backend runs: a folded network as one model, or any other nn.Module whole.
+OpenVINO's PyTorch frontend converts it once with a dynamic batch, height and width; the IR (xml + bin, float32
+weights) is cached in srcli's cache folder, keyed by a hash of the weights, the scale and the OpenVINO version:
+converting takes seconds, reading a cached IR a fraction of one. It is then compiled for the static window
+shapes it meets, with NHWC arrays at both ends. Inference is pinned to f32, so outputs stay within one level of
+torch; the tile overlap and memory estimate are the torch runner's.
 """
 
 from __future__ import annotations
@@ -26,35 +24,29 @@ import numpy as np
 import torch
 from torch import nn
 
-from srcli.engine.folded import FoldedRunner, run_in_strips
+from srcli.engine.folded import FoldedRunner
 from srcli.engine.module import ModuleRunner
 from srcli.errors import BackendError
-from srcli.models.folding import Conv, Step, run_reference
+from srcli.models.folding import Step, run_reference
 from srcli.models.spec import ModelSpec
 
 INSTALL_HINT = 'the OpenVINO backend is not installed: pip install "srcli[openvino]" (or use --backend torch)'
-CACHE_FORMAT = 5  # bump when what is stored under a key changes (5: a folded network as one model)
+CACHE_FORMAT = 5  # bump when what is stored under a key changes
 # One stream over all cores (LATENCY): the engine runs one window at a time. f32 inference keeps outputs within
 # one level of torch; bf16, which OpenVINO would pick on CPUs that have it and which ran 2.6x faster on a 2-core
 # EPYC, changed 18% of the pixels and some by 2 levels with the trained EDSR-baseline x4 on Set14.
 COMPILE_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": "1"}
-# Each part is compiled for the input shapes it meets (a window, a tail strip; two with the self-ensemble on
-# oblong windows) rather than once for any shape: OpenVINO's CPU plugin then plans its kernels and buffers ahead.
-# A 320x480 EDSR-baseline x4 tail ran 0.35-0.4 s compiled for its shape against 0.52 s dynamic, whose first
-# inference also took 2.3 s; a static compile takes 0.05-0.15 s. Only the shape in use holds its buffers (the
-# others release theirs): 600x400 -> x4 with the self-ensemble peaked at 1.71 GB keeping both and 1.30 GB
-# releasing, in the same 27.8 s.
+# Compiled for each input shape it meets (one window shape; two with the self-ensemble on oblong windows) rather
+# than once for any shape: OpenVINO's CPU plugin then plans its kernels and buffers ahead, and a static compile
+# is quick. Only the shape in use holds its buffers (the others release theirs), so a window costs one shape's
+# memory.
 SHAPES_KEPT = 2
 
-# OpenVINO's activations over the torch runner's estimate for the same window: 1600x1200 -> x4 EDSR-baseline in
-# the same two windows (estimated 2.29 GB each) peaked at 4.04 GB for the whole process, against torch's 2.13 GB:
-# about 3.4 GB of activations where torch used 1.5, and in 872x672 windows about 1.5x the estimate again. Times
-# the same 1.3 slack the estimate keeps for torch (SAFETY), the engine sizes OpenVINO's windows by 2x.
-MEMORY_FACTOR = 2.0
-# A folded network converted as one model (a composed tail) uses less: 1600x1200 -> x4 in torch's two windows
-# (estimated 3.1 GB each) peaked at 2.43 GB for the whole process against torch's 1.64 GB, both well inside the
-# torch estimate, which then sizes OpenVINO's windows as it sizes torch's.
-ONE_MODEL_MEMORY_FACTOR = 1.0
+# Window sizing, as a factor over the torch runner's estimate for the same window: a folded network converted as
+# one model stays inside torch's estimate; a module converted as it is gets OpenVINO's own buffers, which can take
+# about twice what torch's activations do.
+FOLDED_MEMORY_FACTOR = 1.0
+MODULE_MEMORY_FACTOR = 2.0
 
 conversions = 0  # networks converted by this process (not read from the cache): what the cache tests count
 
@@ -88,7 +80,7 @@ class _AtScale(nn.Module):
 
 
 class _Steps(nn.Module):
-    """A folded trunk or tail (srcli.models.folding) as a module the converter can trace, in NCHW: the pixel
+    """A folded network's steps (srcli.models.folding) as a module the converter can trace, in NCHW: the pixel
     shuffle reads the fold's (i, j, c) channel order."""
 
     def __init__(self, steps: list[Step]):
@@ -161,7 +153,7 @@ def cached_models(ov: Any, folder: Path, parts: dict[str, tuple[nn.Module, int, 
 
 def _channels_last(ov: Any, model: Any) -> Any:
     """The model taking and giving NHWC arrays: OpenVINO folds the layout change into the reorders it does anyway
-    (it computes in blocked layouts), and the tail's row strips need no copy."""
+    (it computes in blocked layouts), and torch's channels_last tensors pass without a copy."""
     from openvino.preprocess import PrePostProcessor
 
     steps = PrePostProcessor(model)
@@ -172,13 +164,8 @@ def _channels_last(ov: Any, model: Any) -> Any:
 
 
 class OpenVINORunner:
-    """A network compiled by OpenVINO for the CPU, with the geometry of its torch runner.
-
-    A folded network converts as one model: 480x320 -> x4 EDSR-baseline's first inference took 2.7-3.2 s
-    against 3.5-3.7 s as trunk + composed tail (same compile time). A tail bigger than its trunk converts
-    apart, so it runs in the same row strips as on torch (OpenVINO's own buffers then take more:
-    MEMORY_FACTOR); any other module converts whole.
-    """
+    """A network compiled by OpenVINO for the CPU, with the geometry (receptive field, input normalisation, memory
+    estimate) of its torch runner."""
 
     def __init__(self, model: nn.Module, spec: ModelSpec, scale: int, geometry: FoldedRunner | ModuleRunner,
                  cache: Path):
@@ -188,39 +175,34 @@ class OpenVINORunner:
         self.receptive_radius = geometry.receptive_radius
         folder = cache / cache_key(model, spec, call_scale, scale, ov.get_version())
         parts: dict[str, tuple[nn.Module, int, float]]
-        if isinstance(geometry, FoldedRunner) and geometry.strips_tail:
-            net = geometry.network
-            features = next(s.weight.shape[0] for s in reversed(net.trunk) if isinstance(s, Conv))
-            parts = {"trunk": (_Steps(net.trunk), spec.channels, spec.pixel_max),
-                     "tail": (_Steps(net.tail), features, 1.0)}
-            self._adds_input = net.adds_input
-        elif isinstance(geometry, FoldedRunner):
+        if isinstance(geometry, FoldedRunner):
             net = geometry.network
             parts = {"network": (_Steps(net.trunk + net.tail), spec.channels, spec.pixel_max)}
             self._adds_input = net.adds_input
+            self._memory_factor = FOLDED_MEMORY_FACTOR
         else:
             parts = {"model": (_AtScale(copy.deepcopy(model), call_scale), spec.channels, spec.pixel_max)}
             self._adds_input = False
-        self._one_folded_model = isinstance(geometry, FoldedRunner) and len(parts) == 1
+            self._memory_factor = MODULE_MEMORY_FACTOR
         self._core = ov.Core()
-        self._models = [_channels_last(ov, converted) for converted in cached_models(ov, folder, parts)]
-        self._compiled: list[OrderedDict[tuple[int, ...], Any]] = [OrderedDict() for _ in self._models]
+        [converted] = cached_models(ov, folder, parts)
+        self._model = _channels_last(ov, converted)
+        self._compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
 
     def bytes_per_pixel(self, dtype: torch.dtype) -> float:
-        factor = ONE_MODEL_MEMORY_FACTOR if self._one_folded_model else MEMORY_FACTOR
-        return factor * self.geometry.bytes_per_pixel(torch.float32)  # f32 whatever the engine's dtype
+        return self._memory_factor * self.geometry.bytes_per_pixel(torch.float32)  # f32 whatever the engine's dtype
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return self.geometry.normalise(x)
 
-    def _request(self, index: int, shape: tuple[int, ...]) -> Any:
-        """An infer request for this part compiled for this one input shape (the last SHAPES_KEPT are kept; only
-        the one in use holds its buffers, so a window costs the memory of one shape)."""
-        compiled = self._compiled[index]
+    def _request(self, shape: tuple[int, ...]) -> Any:
+        """An infer request compiled for this one input shape (the last SHAPES_KEPT are kept; only the one in use
+        holds its buffers, so a window costs the memory of one shape)."""
+        compiled = self._compiled
         if shape not in compiled:
             while len(compiled) >= SHAPES_KEPT:
                 compiled.popitem(last=False)
-            model = self._models[index].clone()
+            model = self._model.clone()
             model.reshape(list(shape))
             network = self._core.compile_model(model, "CPU", COMPILE_CONFIG)
             compiled[shape] = (network, network.create_infer_request())
@@ -233,23 +215,13 @@ class OpenVINORunner:
                 network.release_memory()
         return compiled[shape][1]
 
-    def _infer(self, index: int, x: torch.Tensor, own: bool = True) -> torch.Tensor:
-        """One inference, NCHW in and out (channels_last memory both ways: a row strip of the features is one
-        contiguous block); `own=False` returns the request's own output buffer, valid until its next call."""
-        array = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
-        out = self._request(index, array.shape).infer({0: array}, share_inputs=True)[0]
-        return torch.from_numpy(np.array(out, dtype=np.float32, copy=True) if own else out).permute(0, 3, 1, 2)
-
     def forward(self, x: torch.Tensor, dtype: torch.dtype, budget: int) -> torch.Tensor:
-        """Normalised input -> float32 output (the global input added in float32 where the network has one)."""
+        """Normalised input -> float32 output (the global input added in float32 where the network has one); one
+        inference, NHWC arrays both ways."""
         x = x.detach().cpu().float()
-        if len(self._models) == 1:
-            out = self._infer(0, x)
-        else:  # trunk, then the tail in row strips
-            assert isinstance(self.geometry, FoldedRunner)
-            strip = self.geometry.strip_rows(x.shape[2], x.shape[0] * x.shape[2] * x.shape[3], torch.float32, budget)
-            out = run_in_strips(lambda window: self._infer(0, window, own=False),  # the tail reads it, then done
-                                lambda features: self._infer(1, features), x, strip, self.geometry.tail_halo)
+        array = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
+        out = self._request(array.shape).infer({0: array}, share_inputs=True)[0]
+        out = torch.from_numpy(np.array(out, dtype=np.float32, copy=True)).permute(0, 3, 1, 2)
         if self._adds_input:
             out += x
         return out

@@ -5,7 +5,8 @@ output mean shift into the last conv, upsampler channels are reordered so a pixe
 runs in channels_last memory, and a linear tail (upsampler + last conv) becomes one conv. The input mean
 shift stays an elementwise subtract: folding it into the head conv would be wrong at borders, where the
 conv's zero padding meets the unshifted zero.
-`srcli.engine.folded` runs these steps; nothing here touches a device.
+Each step type carries its behaviour (run, walk, prepared), so `run_steps` is the one interpreter: the reference
+here and `srcli.engine.folded`'s fast path differ only in the `Ops` they give it; nothing here touches a device.
 """
 
 from __future__ import annotations
@@ -13,10 +14,43 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+
+@dataclass
+class Ops:
+    """How a runner computes a step's arithmetic: the steps own the order, a runner only the two operations
+    (and the layout an edge strip needs); the reference below and srcli.engine.folded's fast path each give one."""
+
+    conv: Callable[[Conv, torch.Tensor, torch.Tensor | None], torch.Tensor]  # (step, x, residual or None)
+    shuffle: Callable[[torch.Tensor, int], torch.Tensor]
+    strip: Callable[[torch.Tensor], torch.Tensor] = lambda x: x  # an edge strip's input before the exact tail
+
+
+@dataclass
+class Walk:
+    """What a pass over the steps counts, per input pixel: `walk` and `multiply_adds_per_pixel` read it."""
+
+    channels: int
+    factor: float = 1.0  # resolution relative to the input, per side
+    radius: float = 0.0  # receptive radius in input px
+    peak: float = 0.0  # most live elements
+    multiply_adds: float = 0.0  # a composed tail's edge strips not counted
+    saved: dict[str, float] = field(default_factory=dict)
+
+    def live(self, extra: float) -> None:
+        self.peak = max(self.peak, sum(self.saved.values()) + extra)
+
+    @property
+    def here(self) -> float:
+        return self.channels * self.factor * self.factor
+
+    def upsampled(self, factor: int) -> None:
+        self.factor *= factor
+        self.channels //= factor**2
 
 
 @dataclass
@@ -31,15 +65,66 @@ class Conv:
     def radius(self) -> int:
         return self.weight.shape[-1] // 2
 
+    @property
+    def linear(self) -> bool:
+        return not self.relu and not self.residual
+
+    def run(self, x: torch.Tensor, saved: dict[str, torch.Tensor], ops: Ops) -> torch.Tensor:
+        return ops.conv(self, x, saved.pop(self.residual) if self.residual else None)
+
+    def count(self, walk: Walk, outputs: int = 1) -> None:
+        """Radius, multiply-adds and peak of this conv at the walk's resolution (`outputs` buffers of its output
+        live at once: 2 where a shuffle follows in place)."""
+        out, _, k, _ = self.weight.shape
+        area = walk.factor * walk.factor
+        walk.radius += self.radius / walk.factor
+        walk.multiply_adds += area * out * walk.channels * k * k
+        walk.live(walk.here + outputs * out * area)
+        walk.channels = out
+
+    def walk(self, walk: Walk) -> None:
+        self.count(walk)
+        if self.residual:
+            walk.saved.pop(self.residual, None)
+
+    def prepared(self, prepare: Callable[[Conv], Conv]) -> Conv:
+        return prepare(self)
+
 
 @dataclass
 class Save:
+    """Keep the current tensor under `key`, for a later conv's residual."""
+
     key: str
+    linear = False
+
+    def run(self, x: torch.Tensor, saved: dict[str, torch.Tensor], ops: Ops) -> torch.Tensor:
+        saved[self.key] = x
+        return x
+
+    def walk(self, walk: Walk) -> None:
+        walk.saved[self.key] = walk.here
+
+    def prepared(self, prepare: Callable[[Conv], Conv]) -> Save:
+        return self
 
 
 @dataclass
 class Shuffle:
+    """A pixel shuffle reading the channels in the fold's (i, j, c) order."""
+
     factor: int
+    linear = True
+
+    def run(self, x: torch.Tensor, saved: dict[str, torch.Tensor], ops: Ops) -> torch.Tensor:
+        return ops.shuffle(x, self.factor)
+
+    def walk(self, walk: Walk) -> None:
+        walk.live(2 * walk.here)
+        walk.upsampled(self.factor)
+
+    def prepared(self, prepare: Callable[[Conv], Conv]) -> Shuffle:
+        return self
 
 
 @dataclass
@@ -54,14 +139,35 @@ class Composed:
     exact: list[Step]
     ring: int
     depth: int
+    linear = False  # already composed
+
+    def run(self, x: torch.Tensor, saved: dict[str, torch.Tensor], ops: Ops) -> torch.Tensor:
+        y = ops.shuffle(ops.conv(self.conv, x, None), self.factor)
+        return exact_edges(self, x, y, lambda steps, part: run_steps(steps, ops.strip(part), ops))
+
+    def walk(self, walk: Walk) -> None:
+        self.conv.count(walk, outputs=2)  # the conv's output and its shuffled copy
+        walk.upsampled(self.factor)
+
+    def prepared(self, prepare: Callable[[Conv], Conv]) -> Composed:
+        return Composed(prepare(self.conv), self.factor, [s.prepared(prepare) for s in self.exact], self.ring,
+                        self.depth)
 
 
 Step = Conv | Save | Shuffle | Composed
 
 
+def run_steps(steps: list[Step], x: torch.Tensor, ops: Ops) -> torch.Tensor:
+    """The one interpreter of folded steps: each step runs itself with the runner's `ops`."""
+    saved: dict[str, torch.Tensor] = {}
+    for step in steps:
+        x = step.run(x, saved, ops)
+    return x
+
+
 @dataclass
 class FoldedNetwork:
-    """A folded network: `trunk` runs at input resolution, `tail` (upsampling onward) may run in row strips."""
+    """A folded network: `trunk` runs at input resolution, `tail` is the upsampling onward (composed where linear)."""
 
     trunk: list[Step]
     tail: list[Step]
@@ -115,24 +221,23 @@ def shuffle(x: torch.Tensor, factor: int) -> torch.Tensor:
     return x.reshape(n, channels // factor**2, height * factor, width * factor)
 
 
+def _reference_conv(biases: bool) -> Callable[[Conv, torch.Tensor, torch.Tensor | None], torch.Tensor]:
+    def conv(step: Conv, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        bias = step.bias.to(x.dtype) if biases and step.bias is not None else None
+        y = torch.nn.functional.conv2d(x, step.weight.to(x.dtype), bias, padding=step.radius)
+        y = y.relu() if step.relu else y
+        return y + residual if residual is not None else y
+
+    return conv
+
+
+_REFERENCE = {biases: Ops(_reference_conv(biases), shuffle) for biases in (True, False)}
+
+
 def run_reference(steps: list[Step], x: torch.Tensor, biases: bool = True) -> torch.Tensor:
     """The steps as plain NCHW torch ops, zero padding at every conv: what they mean, which the fast runner
     matches and the OpenVINO converter traces. `biases=False` gives a composed tail's kernel."""
-    saved: dict[str, torch.Tensor] = {}
-    for step in steps:
-        if isinstance(step, Save):
-            saved[step.key] = x
-        elif isinstance(step, Conv):
-            bias = step.bias.to(x.dtype) if biases and step.bias is not None else None
-            y = torch.nn.functional.conv2d(x, step.weight.to(x.dtype), bias, padding=step.radius)
-            y = y.relu() if step.relu else y
-            x = y + saved.pop(step.residual) if step.residual else y
-        elif isinstance(step, Composed):
-            y = run_reference([step.conv, Shuffle(step.factor)], x, biases)
-            x = exact_edges(step, x, y, lambda exact, part: run_reference(exact, part, biases))
-        else:
-            x = shuffle(x, step.factor)
-    return x
+    return run_steps(steps, x, _REFERENCE[biases])
 
 
 def exact_edges(step: Composed, x: torch.Tensor, y: torch.Tensor,
@@ -147,19 +252,16 @@ def exact_edges(step: Composed, x: torch.Tensor, y: torch.Tensor,
     return y
 
 
+def walk_steps(steps: list[Step], channels: int, factor: float = 1.0) -> Walk:
+    counted = Walk(channels, factor)
+    for step in steps:
+        step.walk(counted)
+    return counted
+
+
 def multiply_adds_per_pixel(steps: list[Step], channels: int) -> float:
     """Multiply-adds per input pixel of a run of steps (a composed tail's edge strips not counted)."""
-    total, area = 0.0, 1.0
-    for step in steps:
-        conv = step.conv if isinstance(step, Composed) else step
-        if isinstance(conv, Conv):
-            out, _, k, _ = conv.weight.shape
-            total += area * out * channels * k * k
-            channels = out
-        if isinstance(step, (Shuffle, Composed)):
-            area *= step.factor**2
-            channels //= step.factor**2
-    return total
+    return walk_steps(steps, channels).multiply_adds
 
 
 def compose_linear_tail(tail: list[Step]) -> list[Step]:
@@ -168,20 +270,14 @@ def compose_linear_tail(tail: list[Step]) -> list[Step]:
     609 become 24. The kernel is read off the tail itself: its response to one unit input per channel, which is
     the kernel, flipped; the bias, its response to zero input (float32: within 1e-6 of float64, in a tenth of
     the time)."""
-    if not tail or not isinstance(tail[0], Conv) or any(isinstance(s, (Save, Composed)) for s in tail):
-        return tail
-    if any(isinstance(s, Conv) and (s.relu or s.residual) for s in tail):
-        return tail
-    factor, radius, after_first = 1, 0.0, 0.0
-    for step in tail:
-        if isinstance(step, Conv):
-            radius += step.radius / factor
-            after_first += step.radius / factor if step is not tail[0] else 0.0
-        else:
-            factor *= step.factor
-    if factor == 1:
+    if not tail or not isinstance(tail[0], Conv) or not all(step.linear for step in tail):
         return tail
     channels = tail[0].weight.shape[1]
+    counted = walk_steps(tail, channels)
+    factor, radius = int(counted.factor), counted.radius
+    if factor == 1:
+        return tail
+    after_first = walk_steps(tail[1:], tail[0].weight.shape[0]).radius  # the reach after the first conv
     half = math.ceil(radius)  # the composed kernel's radius, in input pixels
     size, centre = 2 * half + 1, half  # the impulse's whole response lies inside this grid
     impulses = torch.zeros(channels, channels, size, size)
@@ -244,26 +340,5 @@ def fold_residual_network(
 
 def walk(steps: list[Step], factor: float, channels: int) -> tuple[float, float, int, float]:
     """(receptive radius in input px, peak live elements per input px, out channels, out factor)."""
-    radius, peak, saved = 0.0, 0.0, {}
-    for step in steps:
-        here = channels * factor * factor
-        if isinstance(step, Save):
-            saved[step.key] = here
-        elif isinstance(step, Conv):
-            radius += step.radius / factor
-            out = step.weight.shape[0]
-            peak = max(peak, sum(saved.values()) + here + out * factor * factor)
-            if step.residual:
-                saved.pop(step.residual, None)
-            channels = out
-        elif isinstance(step, Composed):
-            radius += step.conv.radius / factor
-            out = step.conv.weight.shape[0]
-            peak = max(peak, sum(saved.values()) + here + 2 * out * factor * factor)
-            factor *= step.factor
-            channels = out // step.factor**2
-        else:
-            peak = max(peak, sum(saved.values()) + 2 * here)
-            factor *= step.factor
-            channels //= step.factor**2
-    return radius, peak, channels, factor
+    counted = walk_steps(steps, channels, factor)
+    return counted.radius, counted.peak, counted.channels, counted.factor
