@@ -13,13 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from srcli import weights as catalogue_module
-from srcli.engine import UpscaleOptions, Upscaler
+from srcli.engine import Upscaler
 from srcli.errors import ScaleError
 from srcli.imageio import read_image
+from srcli.options import UpscaleOptions
 from srcli.pipeline import ImagePipeline
 from srcli.weights import Weights
 
 Image = np.ndarray | str | os.PathLike
+_DEFAULTS = UpscaleOptions.for_upscale()  # the signatures' defaults: what `srcli upscale` runs
 
 
 class Model:
@@ -53,10 +55,10 @@ def load(
     *,
     outscale: float | None = None,
     ensemble: bool = False,
-    border: str = "reflect",
-    device: str = "auto",
-    precision: str = "auto",
-    tile: int | None = None,
+    border: str = _DEFAULTS.border,
+    device: str = _DEFAULTS.device,
+    precision: str = _DEFAULTS.precision,
+    tile: int | None = _DEFAULTS.tile,
 ) -> Model:
     """A catalogue name, a checkpoint path or a catalogue entry (None: srcli's default model) -> a `Model`.
 
@@ -66,8 +68,8 @@ def load(
     """
     name = model.name if isinstance(model, Weights) else (None if model is None else os.fspath(model))
     resolved, chosen = catalogue_module.select(name, None, scale, outscale=outscale)
-    options = UpscaleOptions(device=device, precision=precision, tile=tile, ensemble=ensemble, outscale=outscale,
-                             border=border)
+    options = UpscaleOptions.for_upscale(device=device, precision=precision, tile=tile, ensemble=ensemble,
+                                         outscale=outscale, border=border)
     return Model(resolved, chosen, options)
 
 
@@ -78,10 +80,10 @@ def upscale(
     ensemble: bool = False,
     *,
     outscale: float | None = None,
-    border: str = "reflect",
-    device: str = "auto",
-    precision: str = "auto",
-    tile: int | None = None,
+    border: str = _DEFAULTS.border,
+    device: str = _DEFAULTS.device,
+    precision: str = _DEFAULTS.precision,
+    tile: int | None = _DEFAULTS.tile,
 ) -> np.ndarray:
     """Upscale one image: an RGB/RGBA/grey uint8 or uint16 array, or a path; returns the same layout and dtype.
 

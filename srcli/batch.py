@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from srcli import distributed
-from srcli.engine import ProgressCallback
+from srcli.engine import Plan, ProgressCallback
 from srcli.errors import NonFiniteOutputError, OutputError, OutputExistsError, SrcliError
 from srcli.imageio import ALPHA_EXTENSIONS, DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, read_image, write_image
 from srcli.pipeline import ImagePipeline
@@ -52,11 +52,13 @@ class ImageResult:
     output_size: tuple[int, int] | None = None
     seconds: float = 0.0
     rank: int = 0
-    plan: dict | None = None  # how the engine ran it (device, precision, tile, tiles, batch, back-offs)
+    plan: Plan | None = None  # how the engine ran it (device, precision, tile, tiles, batch, back-offs)
     warnings: list[str] = field(default_factory=list)  # written, but not quite as asked (alpha flattened)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data["plan"] = self.plan.to_dict() if self.plan is not None else None
+        return data
 
 
 @dataclass
@@ -255,7 +257,7 @@ def _run_one(
         image = read_image(job.source, max_pixels)
         result.input_size = _size(image)
         upscaled, plan = pipeline.upscale(image, progress)
-        result.plan = plan.to_dict()
+        result.plan = plan
         job.target.parent.mkdir(parents=True, exist_ok=True)
         write_image(job.target, upscaled, quality, overwrite=job.existing == "overwrite")
         result.warnings.extend(_format_losses(job.target, upscaled))

@@ -17,16 +17,18 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import nn
 
 from srcli.datasets import Dataset, ImagePair
-from srcli.engine import UpscaleOptions, Upscaler
+from srcli.engine import Upscaler
 from srcli.errors import ScaleError
 from srcli.imageio import write_image
 from srcli.metrics import psnr, quantize, rgb_to_y, ssim
 from srcli.models import ModelSpec, bicubic, spec_of
+from srcli.options import UpscaleOptions
 from srcli.resize import imresize, modcrop
 
 BICUBIC = bicubic.NAME  # the catalogue method; scored here by the classic MATLAB luma pipeline
@@ -192,21 +194,11 @@ def check_scale(spec: ModelSpec, scale: int, label: str) -> None:
 
 
 def scoring_upscaler(
-    network: nn.Module,
-    scale: int,
-    *,
-    spec: ModelSpec | None = None,
-    device: str = "auto",
-    ensemble: bool = False,
-    border: str = "zero",
-    backend: str = "torch",
+    network: nn.Module, scale: int, options: UpscaleOptions | None = None, *, spec: ModelSpec | None = None,
+    **overrides: Any,
 ) -> Upscaler:
-    """The engine as scoring runs it: the whole LR image at once (no tiles), so scores never depend on memory;
-    `border` zero is the papers' own padding (what the published numbers were scored with); and torch unless
-    asked, so scores never depend on an optional package either (and training's validation, whose weights
-    change every time, never converts them for OpenVINO)."""
-    options = UpscaleOptions(device=device, tile=0, ensemble=ensemble, border=border, backend=backend)
-    return Upscaler(network, scale, options, spec=spec)
+    """The engine as scoring runs it: `options` (None: `UpscaleOptions.for_scoring(**overrides)`)."""
+    return Upscaler(network, scale, options or UpscaleOptions.for_scoring(**overrides), spec=spec)
 
 
 def evaluate(
@@ -217,27 +209,25 @@ def evaluate(
     *,
     method: str | None = None,
     protocol: str = "paper",
-    ensemble: bool = False,
-    device: str = "auto",
-    backend: str = "torch",
+    options: UpscaleOptions | None = None,
     save_dir: Path | None = None,
     progress: ImageProgress | None = None,
-    border: str = "zero",
 ) -> SetResult:
     """Score `network` (None: bicubic) on every image of `dataset` at `scale`; SR saved under save_dir if given.
 
-    `spec` says what the network is (srcli's own modules carry it); `method` names it in the result.
+    `spec` says what the network is (srcli's own modules carry it); `method` names it in the result; `options`
+    says how the network runs (None: `UpscaleOptions.for_scoring()`, what the published numbers need).
     `seconds` is the time to produce each SR image.
     """
+    options = options or UpscaleOptions.for_scoring()
     upscaler = None
     if network is not None:
         spec = spec or spec_of(network)
         method = method or spec.arch
         check_scale(spec, scale, method)
-        upscaler = scoring_upscaler(network, scale, spec=spec, device=device, ensemble=ensemble, border=border,
-                                    backend=backend)
-    column = reference_column(spec if network is not None else None, ensemble)
-    result = SetResult(dataset.name, scale, BICUBIC if network is None else str(method), protocol, ensemble,
+        upscaler = scoring_upscaler(network, scale, options, spec=spec)
+    column = reference_column(spec if network is not None else None, options.ensemble)
+    result = SetResult(dataset.name, scale, BICUBIC if network is None else str(method), protocol, options.ensemble,
                        reference=reference(dataset.name, scale, column, protocol))
     return score_pairs(result, dataset.pairs(scale), len(dataset), upscaler, save_dir=save_dir, progress=progress)
 

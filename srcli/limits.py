@@ -3,9 +3,10 @@
 srcli refuses an oversized image from its header, before decoding (srcli.imageio). As a second wall,
 OpenCV's decoders refuse images over OPENCV_IO_MAX_IMAGE_PIXELS; OpenCV reads that variable once, when
 the cv2 module loads, so `load_opencv` (called by srcli/__init__.py, before any srcli module imports cv2)
-sets it to srcli's default limit for the load only. A command line that sets --max-pixels (raising or
-removing srcli's limit for that run) keeps OpenCV's own default wall (2^30 pixels), and a value the user
-put in the environment is always left alone.
+sets it to srcli's default limit for the load only. `import srcli` loads no OpenCV: the command line's
+entry point calls `load_opencv` with its arguments, the Python API before its first use. A command line
+that sets --max-pixels (raising or removing srcli's limit for that run) keeps OpenCV's own default wall
+(2^30 pixels), and a value the user put in the environment is always left alone.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ opencv_limit = OPENCV_DEFAULT_LIMIT
 """The pixel count OpenCV's decoders refuse above, as loaded in this process."""
 
 
-def load_opencv(argv: Sequence[str] | None = None) -> None:
-    """Import cv2 with its decoder pixel limit set to srcli's (unless argv sets --max-pixels), then
-    restore the environment so child processes decide for themselves. A no-op once cv2 is loaded."""
+def load_opencv(argv: Sequence[str] = ()) -> None:
+    """Import cv2 with its decoder pixel limit set to srcli's (unless the command line `argv` sets
+    --max-pixels), then restore the environment so child processes decide for themselves. A no-op once cv2
+    is loaded."""
     global opencv_limit
-    argv = sys.argv[1:] if argv is None else argv
     own = os.environ.get(OPENCV_LIMIT_ENV)
     if "cv2" in sys.modules:
         opencv_limit = _as_int(own) or OPENCV_DEFAULT_LIMIT

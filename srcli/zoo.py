@@ -18,7 +18,8 @@ import importlib
 import sys
 import types
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -51,10 +52,6 @@ def _stand_in() -> dict[str, types.ModuleType]:
     modules["torchvision"].transforms = modules["torchvision.transforms"]  # type: ignore[attr-defined]
     modules["torchvision.transforms"].functional = functional  # type: ignore[attr-defined]
     return modules
-
-
-# Some zoo architectures call torch.meshgrid without `indexing`; torch's deprecation notice is not the user's.
-warnings.filterwarnings("ignore", message=r"torch\.meshgrid", category=UserWarning)
 
 
 @cache
@@ -90,6 +87,25 @@ def available() -> bool:
     return True
 
 
+@contextmanager
+def _no_meshgrid_notice() -> Iterator[None]:
+    """Some zoo architectures call torch.meshgrid without `indexing` as they build or run: torch's deprecation
+    notice is not the user's. Scoped, so srcli changes no warning filter of the process it runs in."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"torch\.meshgrid", category=UserWarning)
+        yield
+
+
+def _quiet(call: Callable[[nn.Module, torch.Tensor], Any] | None) -> Callable[[nn.Module, torch.Tensor], Any]:
+    """Run the module (by spandrel's own call where it has one) without the meshgrid notice."""
+
+    def run(model: nn.Module, x: torch.Tensor) -> Any:
+        with _no_meshgrid_notice():
+            return call(model, x) if call is not None else model(x)
+
+    return run
+
+
 def _record(descriptor: Any) -> Architecture:
     """srcli's record for a spandrel architecture, from what its descriptor says."""
     size = descriptor.size_requirements
@@ -114,7 +130,7 @@ def _record(descriptor: Any) -> Architecture:
         half_precision=bool(descriptor.supports_half),
         bf16_precision=bool(descriptor.supports_bfloat16),
         size=SizeRequirements(int(size.minimum), int(size.multiple_of), bool(size.square)),
-        call=getattr(descriptor, "_call_fn", None),  # spandrel's own way to run it (some return tuples)
+        call=_quiet(getattr(descriptor, "_call_fn", None)),  # spandrel's own way to run it (some return tuples)
         source=source,
     )
 
@@ -123,7 +139,8 @@ def load(state: dict[str, Any]) -> tuple[nn.Module, ModelSpec]:
     """A state dict of an architecture spandrel knows -> (network in eval mode on the CPU, its spec)."""
     module = spandrel()
     try:
-        descriptor = module.ModelLoader().load_from_state_dict(module.canonicalize_state_dict(state))
+        with _no_meshgrid_notice():
+            descriptor = module.ModelLoader().load_from_state_dict(module.canonicalize_state_dict(state))
     except module.UnsupportedModelError:
         sample = ", ".join(sorted(k for k in state if isinstance(k, str))[:4])
         raise UnknownArchitectureError(f"unknown architecture: keys like {sample} match no architecture srcli or "

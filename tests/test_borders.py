@@ -86,3 +86,21 @@ def test_eval_keeps_zero_padding_and_offers_the_border(cli, benchmark_dir):
     assert paper == scored("--border", "zero")
     assert paper == pytest.approx(31.569, abs=1e-3)  # the default model's manifest score
     assert reflect != paper and abs(reflect - paper) < 0.1
+
+
+def test_each_default_lives_in_one_preset_that_the_api_and_the_commands_read():
+    import inspect
+
+    from srcli import api
+    from srcli.cli import eval_cmd, upscale_cmd
+
+    upscale, scoring = UpscaleOptions.for_upscale(), UpscaleOptions.for_scoring()
+    assert (upscale.border, upscale.backend, upscale.tile) == ("reflect", "auto", None)
+    assert (scoring.border, scoring.backend, scoring.tile) == ("zero", "torch", 0)
+    assert UpscaleOptions.for_scoring(border="reflect", device="cpu").border == "reflect"
+    assert inspect.signature(api.load).parameters["border"].default == upscale.border
+    assert inspect.signature(api.upscale).parameters["border"].default == upscale.border
+    command = inspect.signature(upscale_cmd.upscale_command).parameters
+    assert (command["border"].default.value, command["backend"].default) == (upscale.border, upscale.backend)
+    command = inspect.signature(eval_cmd.eval_command).parameters
+    assert (command["border"].default.value, command["backend"].default) == (scoring.border, scoring.backend)

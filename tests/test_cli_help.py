@@ -47,9 +47,18 @@ def test_help_and_version_never_import_torch(torchless_env, arguments):
 
 
 def test_import_srcli_is_light(torchless_env):
-    """No torch. OpenCV does load, on purpose: its decoder pixel limit is read once, at load (srcli/limits.py)."""
-    code = "import srcli, sys; assert 'torch' not in sys.modules and 'cv2' in sys.modules; print(srcli.__version__)"
+    """No torch and no OpenCV (the entry point or the API's first use loads it, with srcli's pixel limit)."""
+    code = "import srcli, sys; assert 'torch' not in sys.modules and 'cv2' not in sys.modules; print(srcli.__version__)"
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=torchless_env,
                          capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == Path(REPO / "pyproject.toml").read_text().split('version = "')[1].split('"')[0]
+
+
+def test_import_srcli_loads_neither_torch_nor_opencv_with_both_installed():
+    """A fresh process with the real packages importable: `import srcli` leaves both out, reads no argv."""
+    code = ("import sys; sys.argv[1:] = ['--max-pixels', 'not a number']; import srcli; "
+            "print(sorted(name for name in ('cv2', 'torch') if name in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"

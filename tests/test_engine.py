@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -321,3 +322,15 @@ def test_cuda_auto_precision_is_fp16_and_tiles_match_whole() -> None:
     image = _random_image(50, 70, seed=8)
     whole = Upscaler(model, 2, UpscaleOptions(device="cuda", precision="fp32", tile=0)).upscale(image).image
     assert np.abs(upscaler.upscale(image).image.astype(int) - whole).max() <= 1
+
+
+def test_device_precision_and_backend_resolve_in_one_call():
+    from srcli.engine.devices import Placement, resolve_placement
+
+    assert resolve_placement("cpu", "auto", "torch") == Placement(torch.device("cpu"), torch.float32, "torch")
+    assert resolve_placement("cpu", "fp16", "torch").dtype == torch.float16  # the engine may; a user is refused:
+    with pytest.raises(DeviceError, match="needs a GPU"):
+        resolve_placement("cpu", "fp16", "torch", asked_on_command_line=True)
+    record = dataclasses.replace(spec_of(build("edsr-baseline", scale=2)).architecture, half_precision=False)
+    with pytest.raises(DeviceError, match="does not support fp16"):
+        resolve_placement("cpu", "fp16", "torch", architecture=record)

@@ -25,6 +25,7 @@ from srcli.errors import DatasetError, DownloadError
 from srcli.evaluate import evaluate
 from srcli.metrics import psnr
 from srcli.models import build
+from srcli.options import UpscaleOptions
 from srcli.resize import downscale, imresize
 from srcli.weights import read_manifest, resolve
 
@@ -59,7 +60,8 @@ def test_vdsr_set5_matches_its_authors(benchmark_dir, vdsr_checkpoint, scale, au
     # scale runs the 20-layer net over Set5 at HR size on CPU (about 15 s alone, 35 s on a busy 2-core box).
     torch.set_num_threads(2)
     vdsr = resolve(str(vdsr_checkpoint), scale)
-    result = evaluate(prepare("Set5", benchmark_dir), scale, vdsr.model, vdsr.spec, method=vdsr.name, device="cpu")
+    result = evaluate(prepare("Set5", benchmark_dir), scale, vdsr.model, vdsr.spec, method=vdsr.name,
+                      options=UpscaleOptions.for_scoring(device="cpu"))
     assert result.psnr == pytest.approx(authors, abs=0.05)
     assert result.reference is not None and result.reference.column == "VDSR"
 
@@ -75,7 +77,8 @@ def test_shipped_models_score_what_their_manifest_says(benchmark_dir, name, scal
     """The README and `srcli models` quote the manifest; it must be what `srcli eval` measures on these files."""
     torch.set_num_threads(2)
     shipped = resolve(name, scale)
-    result = evaluate(prepare("Set5", benchmark_dir), scale, shipped.model, shipped.spec, method=name, device="cpu")
+    result = evaluate(prepare("Set5", benchmark_dir), scale, shipped.model, shipped.spec, method=name,
+                      options=UpscaleOptions.for_scoring(device="cpu"))
     assert (result.method, len(result.rows)) == (name, 5)
     assert result.psnr == pytest.approx(psnr, abs=1e-3)
     assert result.ssim == pytest.approx(ssim, abs=1e-4)

@@ -138,10 +138,12 @@ def test_a_header_without_a_size_is_refused_not_decoded(tmp_path, monkeypatch):
 
 
 def test_opencv_loads_with_srcli_pixel_limit_and_the_environment_is_left_alone():
-    """The second wall: in a fresh process, importing srcli loads cv2 with OPENCV_IO_MAX_IMAGE_PIXELS at
+    """The second wall: in a fresh process, the API's first use loads cv2 with OPENCV_IO_MAX_IMAGE_PIXELS at
     120 MP, so cv2.imdecode itself refuses a 121 MP header; the variable is not left for child processes."""
     script = (
-        "import os, srcli, cv2, numpy as np, sys\n"
+        "import os, srcli, sys\n"
+        "srcli.load  # the API's first use: OpenCV loads here, with srcli's pixel limit\n"
+        "import cv2, numpy as np\n"
         "sys.path.insert(0, 'tests')\n"
         "from test_hostile_images import _png_claiming\n"
         "print(os.environ.get('OPENCV_IO_MAX_IMAGE_PIXELS'))\n"

@@ -140,7 +140,8 @@ def test_the_shipped_x4_model_scores_its_manifest_with_openvino(openvino, cache,
 
     [entry] = [e for e in read_manifest(REPO / "weights") if e.name == "srcli-edsr-baseline-x4"]
     shipped = resolve(entry.name, 4)
-    result = evaluate(prepare("Set5", benchmark_dir), 4, shipped.model, shipped.spec, device="cpu", backend="openvino")
+    result = evaluate(prepare("Set5", benchmark_dir), 4, shipped.model, shipped.spec,
+                      options=UpscaleOptions.for_scoring(device="cpu", backend="openvino"))
     assert result.psnr == pytest.approx(entry.metrics["Set5"][4].psnr, abs=1e-3)
 
 

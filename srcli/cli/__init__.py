@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from srcli import __version__
 from srcli.cli import common, eval_cmd, models_cmd, train_cmd, upscale_cmd
+from srcli.limits import load_opencv
 
 HELP = """Image super-resolution with EDSR, MDSR and VDSR: upscale photos, reproduce the papers' scores, train.
 
@@ -57,4 +60,6 @@ for module in (upscale_cmd, eval_cmd, train_cmd, models_cmd):
 
 def main() -> None:
     """Console-script entry point: every user-caused error becomes one line and a non-zero exit."""
-    common.run(app)
+    argv = sys.argv[1:]
+    load_opencv(argv)  # before any command imports cv2, so its decoders load with srcli's pixel limit
+    common.run(app, argv)

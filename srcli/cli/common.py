@@ -1,17 +1,34 @@
-"""What every subcommand shares: consoles, the one-line error contract, small parsers."""
+"""What every subcommand shares: consoles, the one-line error contract, small parsers, the options that several
+commands take and the checks and bars they run. No subcommand module imports another; what two need lives here."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from srcli.cli.hints import usage_hint
 from srcli.errors import SrcliError
+
+if TYPE_CHECKING:  # the core (and torch) loads when a command runs, never for --help
+    from srcli import download
+    from srcli.options import UpscaleOptions
 
 # Human output goes to stderr so stdout stays clean for --json and pipes.
 console = Console(stderr=True, highlight=False)
@@ -62,12 +79,12 @@ def _show_click_error(error: Exception) -> None:
     fail(f"{message}; {habit}{hint}" if habit else f"{message}{hint}")
 
 
-def run(app: typer.Typer) -> None:
-    """Run the app so that no user error ever shows a traceback (unless --debug)."""
-    debug = "--debug" in sys.argv[1:]
+def run(app: typer.Typer, argv: Sequence[str]) -> None:
+    """Run the app on `argv` so that no user error ever shows a traceback (unless --debug)."""
+    debug = "--debug" in argv
     returned = None
     try:
-        returned = app(standalone_mode=False)
+        returned = app(args=list(argv), standalone_mode=False)
     except SystemExit as stop:
         raise stop
     except typer.Exit as stop:
@@ -114,3 +131,41 @@ class Border(str, Enum):
     reflect = "reflect"
     replicate = "replicate"
     zero = "zero"
+
+
+# One flag that several commands take with the same meaning and help.
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+
+
+def check_placement(options: UpscaleOptions) -> None:
+    """Refuse an absent device, a precision that cannot help or a backend that cannot run, before any input is
+    looked at (the engine resolves the same options again once it knows the network)."""
+    from srcli.engine.devices import resolve_placement
+
+    resolve_placement(options.device, options.precision, options.backend, asked_on_command_line=True)
+
+
+@contextmanager
+def download_progress() -> Iterator[Callable[[str], download.Progress]]:
+    """A rich byte progress bar (size, speed, ETA); yields `track(label)` -> a download callback.
+
+    A line appears only once bytes move, so wrapping a `weights.resolve` that finds the file cached
+    shows nothing: `with download_progress() as track: resolve(name, scale, progress=track(name))`.
+    """
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    # Transient in logs and pipes: the summary that follows says the same, and an interrupted download must
+    # leave only its one `interrupted:` line, not a frozen bar above it.
+    with Progress(*columns, console=console, transient=not console.is_terminal) as bar:
+
+        def track(label: str) -> download.Progress:
+            tasks: list[TaskID] = []
+
+            def update(done: int, total: int | None) -> None:
+                if not tasks:
+                    tasks.append(bar.add_task(label, total=total))
+                bar.update(tasks[0], completed=done, total=total)
+
+            return update
+
+        yield track

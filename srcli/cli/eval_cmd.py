@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
@@ -13,10 +13,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from srcli.cli.common import Border, console, fail, parse_scales, stdout
+from srcli.cli.common import Border, Device, check_placement, console, fail, parse_scales, stdout
 from srcli.errors import DownloadError
+from srcli.options import UpscaleOptions
 
 if TYPE_CHECKING:
+    from srcli.datasets import DatasetSpec
+    from srcli.evaluate import SetResult
     from srcli.weights import ResolvedModel
 
 
@@ -70,124 +73,154 @@ def _per_image_table(result) -> Table:
     return table
 
 
+_DEFAULTS = UpscaleOptions.for_scoring()
+
+_Sets = Annotated[list[str], typer.Argument(
+    metavar="SET", help="Datasets: set5 set14 b100 urban100 div2k-valid div2k-valid10."
+)]
+_Model = Annotated[str, typer.Option(
+    "--model", "-m", help="Catalogue name, checkpoint path or 'bicubic'. Default: srcli's default model."
+)]
+_Weights = Annotated[Path, typer.Option("--weights", "-w", help="A checkpoint file (any supported layout).")]
+_Scale = Annotated[str, typer.Option(
+    "--scale", "-s", help="Scales, comma-separated. Default: the model's own (x2,x3,x4 for most)."
+)]
+_Ensemble = Annotated[bool, typer.Option("--ensemble", help="Geometric self-ensemble x8 (the paper's '+').")]
+_PerImage = Annotated[bool, typer.Option("--per-image", help="Also show (and put in --json) every image.")]
+_SaveDir = Annotated[Path, typer.Option("--save-dir", help="Save SR images as <dir>/<set>/x<s>/<name>.png.")]
+_DataDir = Annotated[Path, typer.Option(
+    "--data-dir", help="An existing copy in the benchmark layout (else $SRCLI_DATA, else download)."
+)]
+_Protocol = Annotated[ProtocolChoice, typer.Option(
+    "--protocol", help="paper: Y, shave=scale. div2k-rgb: RGB, shave=scale+6."
+)]
+_BorderOption = Annotated[Border, typer.Option(
+    "--border", help="zero: the papers' padding (published numbers). reflect / replicate: as `srcli upscale` runs.",
+)]
+_Backend = Annotated[str, typer.Option(
+    "--backend", help="torch (default: scores as published, whatever is installed), openvino (CPU, faster) or auto.",
+)]
+_Mirror = Annotated[str, typer.Option(
+    "--mirror", help="Base URL holding the dataset archives by file name ($SRCLI_DATASET_MIRROR)."
+)]
+_Json = Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout.")]
+
+
+def eval_command(
+    sets: _Sets,
+    model: _Model = None,
+    weights: _Weights = None,
+    scale: _Scale = None,
+    ensemble: _Ensemble = _DEFAULTS.ensemble,
+    per_image: _PerImage = False,
+    save_dir: _SaveDir = None,
+    data_dir: _DataDir = None,
+    protocol: _Protocol = ProtocolChoice.paper,
+    border: _BorderOption = Border(_DEFAULTS.border),
+    device: Device = _DEFAULTS.device,
+    backend: _Backend = _DEFAULTS.backend,
+    mirror: _Mirror = None,
+    as_json: _Json = False,
+) -> None:
+    """Score super-resolution on benchmark sets exactly as the EDSR paper did (Y channel, shave = scale).
+
+    Several sets and scales in one call; the paper's Table 3 number beside each mean.
+    Without --model or --weights: srcli's default model (the one `srcli upscale` uses);
+    without --scale: the model's own scales.
+
+    Datasets: --data-dir, $SRCLI_DATA, or downloaded once into srcli's data folder.
+
+    [bold]Examples[/]
+
+      srcli eval set5                        (the default model, x2/x3/x4)
+
+      srcli eval set5 set14 --model bicubic --scale 2,3,4
+
+      srcli eval set5 --weights vdsr.pth --data-dir ~/datasets/benchmark
+
+      srcli eval urban100 --model edsr-x4 --scale 4 --ensemble --json > edsr.json
+
+      srcli eval div2k-valid10 --model edsr-baseline -s 2 --protocol div2k-rgb
+    """
+    from srcli.datasets import dataset_spec
+    from srcli.evaluate import BICUBIC
+
+    options = UpscaleOptions.for_scoring(device=device, ensemble=ensemble, border=border.value, backend=backend)
+    check_placement(options)
+    if model is not None and weights is not None:
+        raise fail("give --model NAME (or 'bicubic') or --weights PATH, not both")
+    if ensemble and model is not None and model.lower() == BICUBIC:
+        raise fail("--ensemble needs a network; bicubic has nothing to ensemble")
+    specs = [dataset_spec(name) for name in dict.fromkeys(sets)]
+    networks = _resolve_models(model, weights, parse_scales(scale) if scale else None)
+    results = _score(specs, networks, options, protocol.value, data_dir, save_dir, mirror)
+    _render(results, options, protocol, per_image, as_json)
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's command(s) to the app."""
+    app.command("eval")(eval_command)
 
-    @app.command("eval")
-    def eval_command(
-        sets: list[str] = typer.Argument(
-            ..., metavar="SET", help="Datasets: set5 set14 b100 urban100 div2k-valid div2k-valid10."
-        ),
-        model: str = typer.Option(
-            None, "--model", "-m", help="Catalogue name, checkpoint path or 'bicubic'. Default: srcli's default model."
-        ),
-        weights: Path = typer.Option(None, "--weights", "-w", help="A checkpoint file (any supported layout)."),
-        scale: str = typer.Option(
-            None, "--scale", "-s", help="Scales, comma-separated. Default: the model's own (x2,x3,x4 for most)."
-        ),
-        ensemble: bool = typer.Option(False, "--ensemble", help="Geometric self-ensemble x8 (the paper's '+')."),
-        per_image: bool = typer.Option(False, "--per-image", help="Also show (and put in --json) every image."),
-        save_dir: Path = typer.Option(None, "--save-dir", help="Save SR images as <dir>/<set>/x<s>/<name>.png."),
-        data_dir: Path = typer.Option(
-            None, "--data-dir", help="An existing copy in the benchmark layout (else $SRCLI_DATA, else download)."
-        ),
-        protocol: ProtocolChoice = typer.Option(
-            ProtocolChoice.paper, "--protocol", help="paper: Y, shave=scale. div2k-rgb: RGB, shave=scale+6."
-        ),
-        border: Border = typer.Option(
-            Border.zero, "--border",
-            help="zero: the papers' padding (published numbers). reflect / replicate: as `srcli upscale` runs.",
-        ),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-        backend: str = typer.Option(
-            "torch", "--backend",
-            help="torch (default: scores as published, whatever is installed), openvino (CPU, faster) or auto.",
-        ),
-        mirror: str = typer.Option(
-            None, "--mirror", help="Base URL holding the dataset archives by file name ($SRCLI_DATASET_MIRROR)."
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print results as JSON on stdout."),
-    ) -> None:
-        """Score super-resolution on benchmark sets exactly as the EDSR paper did (Y channel, shave = scale).
 
-        Several sets and scales in one call; the paper's Table 3 number beside each mean.
-        Without --model or --weights: srcli's default model (the one `srcli upscale` uses);
-        without --scale: the model's own scales.
+def _score(specs: list[DatasetSpec], networks: dict[int, ResolvedModel | None], options: UpscaleOptions, protocol: str,
+           data_dir: Path | None, save_dir: Path | None, mirror: str | None) -> list[SetResult]:
+    """Every set at every scale, with a download bar and a bar per (set, scale); every set checked first."""
+    from srcli.datasets import prepare
+    from srcli.evaluate import evaluate
 
-        Datasets: --data-dir, $SRCLI_DATA, or downloaded once into srcli's data folder.
+    scales = list(networks)
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
+               TimeElapsedColumn())
+    results = []
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+        download_task = None
 
-        [bold]Examples[/]
+        def on_bytes(done: int, total: int | None) -> None:
+            nonlocal download_task
+            if download_task is None:
+                download_task = bar.add_task("downloading", total=total, detail="")
+            size = f"/{total / 1e6:.1f}" if total else ""
+            bar.update(download_task, completed=done, total=total, detail=f"{done / 1e6:.1f}{size} MB")
 
-          srcli eval set5                        (the default model, x2/x3/x4)
+        try:
+            datasets = [prepare(spec.name, data_dir, on_bytes, scales=tuple(scales), mirror=mirror) for spec in specs]
+        except DownloadError as error:
+            raise DownloadError(
+                f"{error}; pass --data-dir DIR (a copy of the sets) or --mirror URL (a server with the archives)"
+            ) from None
+        for dataset in datasets:  # every LR folder complete and every size right, before any scoring
+            for each_scale in scales:
+                dataset.check_scale(each_scale)
+        for dataset in datasets:
+            for each_scale in scales:
+                task = bar.add_task(f"{dataset.name} x{each_scale}", total=len(dataset), detail="")
 
-          srcli eval set5 set14 --model bicubic --scale 2,3,4
+                def on_image(done: int, total: int, task=task) -> None:
+                    bar.update(task, completed=done, total=total, detail=f"{done}/{total} images")
 
-          srcli eval set5 --weights vdsr.pth --data-dir ~/datasets/benchmark
+                resolved = networks[each_scale]
+                results.append(evaluate(
+                    dataset, each_scale, resolved.model if resolved else None, resolved.spec if resolved else None,
+                    method=resolved.name if resolved else None, protocol=protocol, options=options,
+                    save_dir=save_dir, progress=on_image,
+                ))
+    return results
 
-          srcli eval urban100 --model edsr-x4 --scale 4 --ensemble --json > edsr.json
 
-          srcli eval div2k-valid10 --model edsr-baseline -s 2 --protocol div2k-rgb
-        """
-        from srcli.cli.upscale_cmd import check_device
-        from srcli.datasets import dataset_spec, prepare
-        from srcli.evaluate import BICUBIC, evaluate
+def _render(results: list[SetResult], options: UpscaleOptions, protocol: ProtocolChoice, per_image: bool,
+            as_json: bool) -> None:
+    """--json on stdout, or the tables and their notes on stderr."""
+    from srcli.evaluate import BICUBIC
 
-        check_device(device, "auto", backend)
-        if model is not None and weights is not None:
-            raise fail("give --model NAME (or 'bicubic') or --weights PATH, not both")
-        if ensemble and model is not None and model.lower() == BICUBIC:
-            raise fail("--ensemble needs a network; bicubic has nothing to ensemble")
-        specs = [dataset_spec(name) for name in dict.fromkeys(sets)]
-        networks = _resolve_models(model, weights, parse_scales(scale) if scale else None)
-        scales = list(networks)
-
-        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
-                   TimeElapsedColumn())
-        results = []
-        with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
-            download_task = None
-
-            def on_bytes(done: int, total: int | None) -> None:
-                nonlocal download_task
-                if download_task is None:
-                    download_task = bar.add_task("downloading", total=total, detail="")
-                size = f"/{total / 1e6:.1f}" if total else ""
-                bar.update(download_task, completed=done, total=total, detail=f"{done / 1e6:.1f}{size} MB")
-
-            try:
-                datasets = [
-                    prepare(spec.name, data_dir, on_bytes, scales=tuple(scales), mirror=mirror) for spec in specs
-                ]
-            except DownloadError as error:
-                raise DownloadError(
-                    f"{error}; pass --data-dir DIR (a copy of the sets) or --mirror URL (a server with the archives)"
-                ) from None
-            for dataset in datasets:  # every LR folder complete and every size right, before any scoring
-                for each_scale in scales:
-                    dataset.check_scale(each_scale)
-            for dataset in datasets:
-                for each_scale in scales:
-                    task = bar.add_task(f"{dataset.name} x{each_scale}", total=len(dataset), detail="")
-
-                    def on_image(done: int, total: int, task=task) -> None:
-                        bar.update(task, completed=done, total=total, detail=f"{done}/{total} images")
-
-                    resolved = networks[each_scale]
-                    results.append(evaluate(
-                        dataset, each_scale, resolved.model if resolved else None, resolved.spec if resolved else None,
-                        method=resolved.name if resolved else None, protocol=protocol.value, ensemble=ensemble,
-                        device=device, backend=backend, save_dir=save_dir, progress=on_image, border=border.value,
-                    ))
-
-        if as_json:
-            stdout.print_json(json.dumps({"border": border.value, "results": [r.to_dict(per_image) for r in results]}))
-            return
-        if per_image:
-            for result in results:
-                console.print(_per_image_table(result))
-        console.print(_results_table(results))
-        if border is not Border.zero and any(r.method != BICUBIC for r in results):
-            console.print(f"[dim]border {border.value}: networks saw the image extended past its edges, "
-                          "not the papers' zero padding[/]", soft_wrap=True)
-        if protocol is ProtocolChoice.paper and any(r.method == BICUBIC for r in results):
-            console.print("[dim]bicubic: the classic MATLAB luma pipeline that the published Bicubic column used[/]")
+    if as_json:
+        stdout.print_json(json.dumps({"border": options.border, "results": [r.to_dict(per_image) for r in results]}))
+        return
+    if per_image:
+        for result in results:
+            console.print(_per_image_table(result))
+    console.print(_results_table(results))
+    if options.border != "zero" and any(r.method != BICUBIC for r in results):
+        console.print(f"[dim]border {options.border}: networks saw the image extended past its edges, "
+                      "not the papers' zero padding[/]", soft_wrap=True)
+    if protocol is ProtocolChoice.paper and any(r.method == BICUBIC for r in results):
+        console.print("[dim]bicubic: the classic MATLAB luma pipeline that the published Bicubic column used[/]")

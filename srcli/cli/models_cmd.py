@@ -4,27 +4,16 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 from rich import box
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 
 from srcli import download
-from srcli.cli.common import console
+from srcli.cli.common import console, download_progress
 from srcli.errors import SrcliError
 
 if TYPE_CHECKING:  # the catalogue imports torch: loaded when a command runs, never for --help
@@ -89,151 +78,126 @@ def _catalogue_table(entries: list[weights.Weights]) -> Table:
     return table
 
 
-@contextmanager
-def download_progress() -> Iterator[Callable[[str], download.Progress]]:
-    """A rich byte progress bar (size, speed, ETA); yields `track(label)` -> a download callback.
-
-    A line appears only once bytes move, so wrapping a `weights.resolve` that finds the file cached
-    shows nothing: `with download_progress() as track: resolve(name, scale, progress=track(name))`.
-    """
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-               TimeRemainingColumn())
-    # Transient in logs and pipes: the summary that follows says the same, and an interrupted download must
-    # leave only its one `interrupted:` line, not a frozen bar above it.
-    with Progress(*columns, console=console, transient=not console.is_terminal) as bar:
-
-        def track(label: str) -> download.Progress:
-            tasks: list[TaskID] = []
-
-            def update(done: int, total: int | None) -> None:
-                if not tasks:
-                    tasks.append(bar.add_task(label, total=total))
-                bar.update(tasks[0], completed=done, total=total)
-
-            return update
-
-        yield track
-
-
 def _import_providers() -> None:
     for module in PROVIDERS:
         importlib.import_module(module)
 
 
+def models_command(
+    as_json: bool = typer.Option(False, "--json", help="Print the catalogue as JSON on stdout."),
+    inspect: Path | None = typer.Option(
+        None, "--inspect", metavar="FILE",
+        help="Describe a weights file instead: architecture, scale, parameters, tiling, precisions.",
+    ),
+) -> None:
+    """List the pretrained models: official EDSR-PyTorch files and srcli's own embedded ones.
+
+    Status: [cyan]embedded[/] ships with srcli, [green]cached[/] is downloaded, remote downloads on first use;
+    bicubic (built-in) is the MATLAB-exact resize, a method with no weights.
+
+    PSNR is what each model's source reports; --json has every set, scale and the protocol.
+    The default model (used without --model or --weights) is shown in bold.
+
+    Examples:
+
+      srcli models
+
+      srcli models --json | jq -r '.[] | select(.status != "remote") | .name'
+
+      srcli models --inspect RealESRGAN_x4plus.pth     (any file --weights takes)
+    """
+    from srcli import weights
+
+    if inspect is not None:
+        record = inspect_file(inspect)
+        if as_json:
+            typer.echo(json.dumps(record, indent=2))
+        else:
+            console.print(_inspect_table(record))
+        return
+    entries = list(weights.catalogue().values())
+    if as_json:
+        typer.echo(json.dumps([_as_record(entry) for entry in entries], indent=2))
+        return
+    console.print(_catalogue_table(entries))
+
+def download_command(
+    names: list[str] = typer.Argument(
+        ..., metavar="NAME", help="What to fetch: a model (see `srcli models`), div2k, benchmark, or an archive."
+    ),
+    parts: list[str] = typer.Option(
+        None, "--part", "-p", metavar="PART", help="Parts of div2k to fetch (repeatable; default: paper)."
+    ),
+    mirror: str | None = typer.Option(
+        None, "--mirror", metavar="URL",
+        help=f"Base address of a mirror that holds the files under their official names "
+        f"(default ${download.MIRROR_ENV}).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print what was fetched as JSON on stdout."),
+) -> None:
+    """Fetch pretrained weights or datasets now (resumable, verified), so later runs work offline.
+
+    Weights are sha256-verified and re-verified (repaired if damaged) when cached.
+
+    Dataset archives are md5-verified, extracted safely into srcli's data folder, then deleted.
+
+    `srcli eval SET` and `srcli train --data div2k --val-set SET` find them there.
+
+    div2k default (--part paper): train and valid HR with bicubic LR x2/x3/x4, the EDSR paper's data, 5.8 GB.
+
+    Groups: train (5.1 GB), valid (0.65 GB), hr (4.0 GB), unknown (unknown-degradation LR, 1.5 GB), all (7.3 GB).
+
+    Single parts: train-hr, valid-hr, {train,valid}-lr-bicubic-x{2,3,4}, {train,valid}-lr-unknown-x{2,3,4}.
+
+    benchmark: Set5, Set14, B100 and Urban100 in one archive.
+
+    Examples:
+
+      srcli download edsr-baseline-x2 edsr-baseline-x4
+
+      srcli download div2k
+
+      srcli download div2k --part valid-hr --part valid-lr-bicubic-x4
+
+      srcli download benchmark div2k --part train --mirror https://example.org/sr-data/
+    """
+    from srcli.datasets import expand_download_names
+
+    _import_providers()
+    items = download.lookup(expand_download_names(names, parts or ()))
+    results: list[dict[str, Any]] = []
+    failures: list[SrcliError] = []
+    try:
+        with download_progress() as track:
+            for item in items:
+                was_present = item.present()
+                try:
+                    path = item.fetch(mirror, track(item.name))
+                except SrcliError as error:
+                    failures.append(error)
+                    results.append({"name": item.name, "kind": item.kind, "status": "failed", "error": str(error)})
+                    continue
+                status = "present" if was_present else "downloaded"
+                results.append({"name": item.name, "kind": item.kind, "status": status, "path": str(path),
+                                "bytes": _size_on_disk(path)})
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/]: {escape(item.name)} is partly downloaded; the partial file is "
+                      "kept and running the same command again resumes it", soft_wrap=True)
+        raise SystemExit(130) from None
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
+    else:
+        console.print(_summary_table(results))
+    if failures:  # raised, not fail(): the exit code must survive any runner
+        first = failures[0]
+        prefix = f"{len(failures)} of {len(items)} failed; first: " if len(failures) > 1 else ""
+        raise type(first)(prefix + str(first))
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's command(s) to the app."""
-
-    @app.command("models")
-    def models_command(
-        as_json: bool = typer.Option(False, "--json", help="Print the catalogue as JSON on stdout."),
-        inspect: Path | None = typer.Option(
-            None, "--inspect", metavar="FILE",
-            help="Describe a weights file instead: architecture, scale, parameters, tiling, precisions.",
-        ),
-    ) -> None:
-        """List the pretrained models: official EDSR-PyTorch files and srcli's own embedded ones.
-
-        Status: [cyan]embedded[/] ships with srcli, [green]cached[/] is downloaded, remote downloads on first use;
-        bicubic (built-in) is the MATLAB-exact resize, a method with no weights.
-
-        PSNR is what each model's source reports; --json has every set, scale and the protocol.
-        The default model (used without --model or --weights) is shown in bold.
-
-        Examples:
-
-          srcli models
-
-          srcli models --json | jq -r '.[] | select(.status != "remote") | .name'
-
-          srcli models --inspect RealESRGAN_x4plus.pth     (any file --weights takes)
-        """
-        from srcli import weights
-
-        if inspect is not None:
-            record = inspect_file(inspect)
-            if as_json:
-                typer.echo(json.dumps(record, indent=2))
-            else:
-                console.print(_inspect_table(record))
-            return
-        entries = list(weights.catalogue().values())
-        if as_json:
-            typer.echo(json.dumps([_as_record(entry) for entry in entries], indent=2))
-            return
-        console.print(_catalogue_table(entries))
-
-    @app.command("download")
-    def download_command(
-        names: list[str] = typer.Argument(
-            ..., metavar="NAME", help="What to fetch: a model (see `srcli models`), div2k, benchmark, or an archive."
-        ),
-        parts: list[str] = typer.Option(
-            None, "--part", "-p", metavar="PART", help="Parts of div2k to fetch (repeatable; default: paper)."
-        ),
-        mirror: str | None = typer.Option(
-            None, "--mirror", metavar="URL",
-            help=f"Base address of a mirror that holds the files under their official names "
-            f"(default ${download.MIRROR_ENV}).",
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print what was fetched as JSON on stdout."),
-    ) -> None:
-        """Fetch pretrained weights or datasets now (resumable, verified), so later runs work offline.
-
-        Weights are sha256-verified and re-verified (repaired if damaged) when cached.
-
-        Dataset archives are md5-verified, extracted safely into srcli's data folder, then deleted.
-
-        `srcli eval SET` and `srcli train --data div2k --val-set SET` find them there.
-
-        div2k default (--part paper): train and valid HR with bicubic LR x2/x3/x4, the EDSR paper's data, 5.8 GB.
-
-        Groups: train (5.1 GB), valid (0.65 GB), hr (4.0 GB), unknown (unknown-degradation LR, 1.5 GB), all (7.3 GB).
-
-        Single parts: train-hr, valid-hr, {train,valid}-lr-bicubic-x{2,3,4}, {train,valid}-lr-unknown-x{2,3,4}.
-
-        benchmark: Set5, Set14, B100 and Urban100 in one archive.
-
-        Examples:
-
-          srcli download edsr-baseline-x2 edsr-baseline-x4
-
-          srcli download div2k
-
-          srcli download div2k --part valid-hr --part valid-lr-bicubic-x4
-
-          srcli download benchmark div2k --part train --mirror https://example.org/sr-data/
-        """
-        from srcli.datasets import expand_download_names
-
-        _import_providers()
-        items = download.lookup(expand_download_names(names, parts or ()))
-        results: list[dict[str, Any]] = []
-        failures: list[SrcliError] = []
-        try:
-            with download_progress() as track:
-                for item in items:
-                    was_present = item.present()
-                    try:
-                        path = item.fetch(mirror, track(item.name))
-                    except SrcliError as error:
-                        failures.append(error)
-                        results.append({"name": item.name, "kind": item.kind, "status": "failed", "error": str(error)})
-                        continue
-                    status = "present" if was_present else "downloaded"
-                    results.append({"name": item.name, "kind": item.kind, "status": status, "path": str(path),
-                                    "bytes": _size_on_disk(path)})
-        except KeyboardInterrupt:
-            console.print(f"[yellow]interrupted[/]: {escape(item.name)} is partly downloaded; the partial file is "
-                          "kept and running the same command again resumes it", soft_wrap=True)
-            raise SystemExit(130) from None
-        if as_json:
-            typer.echo(json.dumps(results, indent=2))
-        else:
-            console.print(_summary_table(results))
-        if failures:  # raised, not fail(): the exit code must survive any runner
-            first = failures[0]
-            prefix = f"{len(failures)} of {len(items)} failed; first: " if len(failures) > 1 else ""
-            raise type(first)(prefix + str(first))
+    app.command("models")(models_command)
+    app.command("download")(download_command)
 
 
 def inspect_file(path: Path) -> dict[str, Any]:

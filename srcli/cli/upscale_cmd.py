@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -20,14 +21,15 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from srcli.cli.common import Border, console, print_error, stdout
+from srcli.cli.common import Border, Device, check_placement, console, download_progress, print_error, stdout
 from srcli.errors import SrcliError
-from srcli.imageio import DEFAULT_MAX_PIXELS
+from srcli.limits import DEFAULT_MAX_PIXELS
+from srcli.options import UpscaleOptions
 
 if TYPE_CHECKING:  # the core (and torch) loads when a command runs, never for --help
     from srcli import weights
     from srcli.batch import ImageResult, Job, Shard, Summary
-    from srcli.engine import UpscaleOptions, Upscaler
+    from srcli.engine import Plan, Upscaler
 
 _UNITS = {"k": 1e3, "m": 1e6, "mp": 1e6, "g": 1e9, "gp": 1e9}
 
@@ -55,7 +57,6 @@ def resolve_model(
 ) -> tuple[weights.ResolvedModel, int]:
     """weights.select, with a byte bar while a catalogue file downloads on a terminal (logs and pipes need none)."""
     from srcli import weights
-    from srcli.cli.models_cmd import download_progress
 
     if not console.is_terminal:
         return weights.select(model, weights_path, scale, outscale=outscale, mirror=mirror)
@@ -65,145 +66,163 @@ def resolve_model(
                               progress=track(f"downloading {name}"))
 
 
+_DEFAULTS = UpscaleOptions.for_upscale()
+
+_Inputs = Annotated[list[str], typer.Argument(metavar="INPUT", help="Image files, folders or globs.")]
+_Output = Annotated[Path | None, typer.Option(
+    "-o", "--output", help="Output file (one input) or folder. Default: beside each input."
+)]
+_Scale = Annotated[int | None, typer.Option(
+    "-s", "--scale", min=1,
+    help="Model scale: 2, 3 or 4. Default: the model's own; with --outscale a native one if any; else 4.",
+)]
+_Model = Annotated[str | None, typer.Option("-m", "--model", help="Catalogue model name (see `srcli models`).")]
+_Weights = Annotated[Path | None, typer.Option(
+    "-w", "--weights", help="A checkpoint file (.pt/.pth, EDSR/MDSR/VDSR; detected from its tensors)."
+)]
+_Ensemble = Annotated[bool, typer.Option(
+    "--ensemble", help="Geometric self-ensemble x8 (EDSR+): a little better, ~8x slower."
+)]
+_Tile = Annotated[int | None, typer.Option(
+    "--tile", min=0, help="Tile size in input pixels; 0 = whole image. Default: from free memory."
+)]
+_TilePad = Annotated[int | None, typer.Option(
+    "--tile-pad", min=0, help="Tile overlap. Default: the network's receptive field (exact output)."
+)]
+_Batch = Annotated[int | None, typer.Option(
+    "--batch", min=1, help="Tiles per forward pass. Default: as many as free memory allows."
+)]
+_BorderOption = Annotated[Border, typer.Option(
+    "--border",
+    help="Extend the image past its edges before the network: reflect (clean borders), replicate, "
+    "or zero (the papers' padding: darkened edges).",
+)]
+_Precision = Annotated[str, typer.Option("--precision", help="auto, fp32, fp16 or bf16 (fp16/bf16: GPU only).")]
+_Backend = Annotated[str, typer.Option(
+    "--backend", help="auto (OpenVINO on the CPU when srcli\\[openvino] is installed), torch, openvino."
+)]
+_Outscale = Annotated[float | None, typer.Option(
+    "--outscale", min=1.0,
+    help="Final scale, e.g. 3.5: a native model when one exists, else the next scale up and a resize.",
+)]
+_Format = Annotated[str | None, typer.Option(
+    "-f", "--format", help="Output format: png, jpg, webp, bmp, tif. Default: the input's."
+)]
+_Quality = Annotated[int | None, typer.Option(
+    "-q", "--quality", min=1, max=100, help="JPEG/WebP quality (1-100); WebP without it is lossless."
+)]
+_Suffix = Annotated[str | None, typer.Option(
+    "--suffix", help="Output names <stem>_<suffix>.<ext> instead of <stem>_x<scale>.<ext>."
+)]
+_Recursive = Annotated[bool, typer.Option("-r", "--recursive", help="Include images in sub-folders.")]
+_SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="Leave outputs that already exist.")]
+_Overwrite = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace outputs that already exist (never inputs)."
+)]
+_MaxPixels = Annotated[str, typer.Option("--max-pixels", help="Refuse larger inputs (300M, 1G; 0: none).")]
+_Mirror = Annotated[str | None, typer.Option(
+    "--mirror", metavar="URL", help="Mirror for catalogue downloads (default $SRCLI_MIRROR)."
+)]
+_Json = Annotated[bool, typer.Option("--json", help="Print a machine-readable result on stdout.")]
+_Verbose = Annotated[bool, typer.Option(
+    "-v", "--verbose", help="Show how the engine ran each image: device, precision, tile, batch."
+)]
+
+
+@dataclass
+class _Outputs:
+    """What the command line says about outputs and rendering, beside the engine's options."""
+
+    output: Path | None
+    output_format: str | None
+    quality: int | None
+    recursive: bool
+    suffix: str | None
+    existing: str  # refuse | skip | overwrite
+    max_pixels: int | None
+    as_json: bool
+    verbose: bool
+
+
+def upscale_command(
+    inputs: _Inputs,
+    output: _Output = None,
+    scale: _Scale = None,
+    model: _Model = None,
+    weights_path: _Weights = None,
+    ensemble: _Ensemble = _DEFAULTS.ensemble,
+    tile: _Tile = _DEFAULTS.tile,
+    tile_pad: _TilePad = _DEFAULTS.tile_pad,
+    batch: _Batch = _DEFAULTS.batch,
+    border: _BorderOption = Border(_DEFAULTS.border),
+    device: Device = _DEFAULTS.device,
+    precision: _Precision = _DEFAULTS.precision,
+    backend: _Backend = _DEFAULTS.backend,
+    outscale: _Outscale = _DEFAULTS.outscale,
+    output_format: _Format = None,
+    quality: _Quality = None,
+    suffix: _Suffix = None,
+    recursive: _Recursive = False,
+    skip_existing: _SkipExisting = False,
+    overwrite: _Overwrite = False,
+    max_pixels: _MaxPixels = f"{DEFAULT_MAX_PIXELS // 1_000_000}M",
+    mirror: _Mirror = None,
+    as_json: _Json = False,
+    verbose: _Verbose = False,
+) -> None:
+    """Upscale images with an EDSR, MDSR or VDSR model (default: srcli's embedded model for the scale).
+
+    Outputs are named [bold]<stem>_x<scale>.<ext>[/]: beside each input file,
+    in [bold]<folder>_x<scale>/[/] for a folder, or under [bold]-o[/].
+    Existing outputs are never replaced silently, and inputs never.
+
+    [bold]Examples[/]
+
+      srcli upscale photo.png --scale 4 -v     (-> photo_x4.png; -v: the plan)
+
+      srcli upscale photo.jpg --weights edsr_x4.pt   (scale from the file)
+
+      srcli upscale photos/ -r -o big/ --model edsr-baseline-x2 --skip-existing
+
+      srcli upscale "scans/*.tif" --scale 2 --ensemble --json > report.json
+
+      torchrun --nproc-per-node 4 -m srcli upscale huge/ -o out/   (a share each)
+    """
+    if skip_existing and overwrite:
+        raise SrcliError("--skip-existing and --overwrite contradict each other: pick one")
+    outputs = _Outputs(output, output_format, quality, recursive, suffix,
+                       "skip" if skip_existing else "overwrite" if overwrite else "refuse",
+                       parse_pixels(max_pixels) or None, as_json, verbose)
+    options = UpscaleOptions.for_upscale(device=device, precision=precision, tile=tile, tile_pad=tile_pad,
+                                         ensemble=ensemble, outscale=outscale, batch=batch, border=border.value,
+                                         backend=backend)
+    check_placement(options)
+    code = _upscale_sharded(inputs, model, weights_path, scale, mirror, options, outputs)
+    if code:
+        raise SystemExit(code)
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's command(s) to the app."""
-
-    @app.command("upscale")
-    def upscale_command(
-        inputs: list[str] = typer.Argument(..., metavar="INPUT", help="Image files, folders or globs."),
-        output: Path | None = typer.Option(
-            None, "-o", "--output", help="Output file (one input) or folder. Default: beside each input."
-        ),
-        scale: int | None = typer.Option(
-            None, "-s", "--scale", min=1,
-            help="Model scale: 2, 3 or 4. Default: the model's own; with --outscale a native one if any; else 4.",
-        ),
-        model: str | None = typer.Option(None, "-m", "--model", help="Catalogue model name (see `srcli models`)."),
-        weights_path: Path | None = typer.Option(
-            None, "-w", "--weights", help="A checkpoint file (.pt/.pth, EDSR/MDSR/VDSR; detected from its tensors)."
-        ),
-        ensemble: bool = typer.Option(
-            False, "--ensemble", help="Geometric self-ensemble x8 (EDSR+): a little better, ~8x slower."
-        ),
-        tile: int | None = typer.Option(
-            None, "--tile", min=0, help="Tile size in input pixels; 0 = whole image. Default: from free memory."
-        ),
-        tile_pad: int | None = typer.Option(
-            None, "--tile-pad", min=0, help="Tile overlap. Default: the network's receptive field (exact output)."
-        ),
-        batch: int | None = typer.Option(
-            None, "--batch", min=1, help="Tiles per forward pass. Default: as many as free memory allows."
-        ),
-        border: Border = typer.Option(
-            Border.reflect, "--border",
-            help="Extend the image past its edges before the network: reflect (clean borders), replicate, "
-            "or zero (the papers' padding: darkened edges).",
-        ),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-        precision: str = typer.Option("auto", "--precision", help="auto, fp32, fp16 or bf16 (fp16/bf16: GPU only)."),
-        backend: str = typer.Option(
-            "auto", "--backend", help="auto (OpenVINO on the CPU when srcli\\[openvino] is installed), torch, openvino."
-        ),
-        outscale: float | None = typer.Option(
-            None, "--outscale", min=1.0,
-            help="Final scale, e.g. 3.5: a native model when one exists, else the next scale up and a resize.",
-        ),
-        output_format: str | None = typer.Option(
-            None, "-f", "--format", help="Output format: png, jpg, webp, bmp, tif. Default: the input's."
-        ),
-        quality: int | None = typer.Option(
-            None, "-q", "--quality", min=1, max=100, help="JPEG/WebP quality (1-100); WebP without it is lossless."
-        ),
-        suffix: str | None = typer.Option(
-            None, "--suffix", help="Output names <stem>_<suffix>.<ext> instead of <stem>_x<scale>.<ext>."
-        ),
-        recursive: bool = typer.Option(False, "-r", "--recursive", help="Include images in sub-folders."),
-        skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave outputs that already exist."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs that already exist (never inputs)."),
-        max_pixels: str = typer.Option(
-            f"{DEFAULT_MAX_PIXELS // 1_000_000}M", "--max-pixels", help="Refuse larger inputs (300M, 1G; 0: none)."
-        ),
-        mirror: str | None = typer.Option(
-            None, "--mirror", metavar="URL", help="Mirror for catalogue downloads (default $SRCLI_MIRROR)."
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print a machine-readable result on stdout."),
-        verbose: bool = typer.Option(
-            False, "-v", "--verbose", help="Show how the engine ran each image: device, precision, tile, batch."
-        ),
-    ) -> None:
-        """Upscale images with an EDSR, MDSR or VDSR model (default: srcli's embedded model for the scale).
-
-        Outputs are named [bold]<stem>_x<scale>.<ext>[/]: beside each input file,
-        in [bold]<folder>_x<scale>/[/] for a folder, or under [bold]-o[/].
-        Existing outputs are never replaced silently, and inputs never.
-
-        [bold]Examples[/]
-
-          srcli upscale photo.png --scale 4 -v     (-> photo_x4.png; -v: the plan)
-
-          srcli upscale photo.jpg --weights edsr_x4.pt   (scale from the file)
-
-          srcli upscale photos/ -r -o big/ --model edsr-baseline-x2 --skip-existing
-
-          srcli upscale "scans/*.tif" --scale 2 --ensemble --json > report.json
-
-          torchrun --nproc-per-node 4 -m srcli upscale huge/ -o out/   (a share each)
-        """
-        from srcli.batch import join_shard, leave_shard
-        from srcli.engine import UpscaleOptions
-
-        if skip_existing and overwrite:
-            raise SrcliError("--skip-existing and --overwrite contradict each other: pick one")
-        pixel_limit = parse_pixels(max_pixels) or None
-        check_device(device, precision, backend)
-        shard = join_shard()
-        try:
-            resolved, scale = resolve_model(model, weights_path, scale, mirror, outscale)
-            code = _upscale(
-                shard,
-                inputs,
-                output,
-                resolved,
-                scale,
-                UpscaleOptions(
-                    device=_shard_device(device, shard),
-                    precision=precision,
-                    tile=tile,
-                    tile_pad=tile_pad,
-                    ensemble=ensemble,
-                    outscale=outscale,
-                    batch=batch,
-                    border=border.value,
-                    backend=backend,
-                ),
-                output_format,
-                quality,
-                recursive,
-                suffix,
-                "skip" if skip_existing else "overwrite" if overwrite else "refuse",
-                pixel_limit,
-                as_json,
-                verbose,
-            )
-        except KeyboardInterrupt:
-            # Handled here so the exit status is 130 whatever the framework does with KeyboardInterrupt.
-            console.print("[yellow]interrupted[/]: finished images are kept; no partial file was left behind")
-            code = 130
-        finally:
-            leave_shard(shard)
-        if code:
-            raise SystemExit(code)
+    app.command("upscale")(upscale_command)
 
 
-def check_device(device: str, precision: str, backend: str = "auto") -> None:
-    """Refuse an absent device, a precision that cannot help or a backend that cannot run, before any input is
-    looked at."""
-    from srcli.engine import choose_backend, choose_device, choose_dtype, refuse_cpu_half
+def _upscale_sharded(inputs: list[str], model: str | None, weights_path: Path | None, scale: int | None,
+                     mirror: str | None, options: UpscaleOptions, outputs: _Outputs) -> int:
+    """Resolve the model and run this process's share of the inputs; the exit code."""
+    from srcli.batch import join_shard, leave_shard
 
-    chosen = choose_device(device)
-    dtype = choose_dtype(precision, chosen)
-    refuse_cpu_half(chosen, precision)
-    choose_backend(backend, chosen, dtype)
+    shard = join_shard()
+    try:
+        resolved, scale = resolve_model(model, weights_path, scale, mirror, options.outscale)
+        return _upscale(shard, inputs, resolved, scale, replace(options, device=_shard_device(options.device, shard)),
+                        outputs)
+    except KeyboardInterrupt:
+        # Handled here so the exit status is 130 whatever the framework does with KeyboardInterrupt.
+        console.print("[yellow]interrupted[/]: finished images are kept; no partial file was left behind")
+        return 130
+    finally:
+        leave_shard(shard)
 
 
 def _shard_device(device: str, shard: Shard) -> str:
@@ -215,54 +234,53 @@ def _shard_device(device: str, shard: Shard) -> str:
     return str(choose_device("auto", local_rank=shard.local_rank))
 
 
-def _upscale(
-    shard: Shard,
-    inputs: list[str],
-    output: Path | None,
-    resolved: weights.ResolvedModel,
-    scale: int,
-    options: UpscaleOptions,
-    output_format: str | None,
-    quality: int | None,
-    recursive: bool,
-    suffix: str | None,
-    existing: str,
-    max_pixels: int | None,
-    as_json: bool,
-    verbose: bool = False,
-) -> int:
-    from srcli.batch import (
-        BatchCallbacks,
-        Summary,
-        collect_inputs,
-        gather_results,
-        plan_jobs,
-        run_jobs,
-        scale_label,
-    )
-    from srcli.engine import Upscaler, precision_name
-    from srcli.pipeline import ImagePipeline
+def _upscale(shard: Shard, inputs: list[str], resolved: weights.ResolvedModel, scale: int,
+             options: UpscaleOptions, outputs: _Outputs) -> int:
+    """Parse the inputs, run the batch, render the summary: the exit code."""
+    from srcli.batch import Summary, collect_inputs, gather_results, plan_jobs, scale_label
+    from srcli.engine import Upscaler
 
     started = time.perf_counter()
-    found, problems = collect_inputs(inputs, recursive)
+    found, problems = collect_inputs(inputs, outputs.recursive)
     label = scale_label(options.outscale or scale)
-    jobs = plan_jobs(found, output, label, output_format, existing, suffix)
+    jobs = plan_jobs(found, outputs.output, label, outputs.output_format, outputs.existing, outputs.suffix)
     shard.wait_for_all()
     upscaler = Upscaler(resolved.model, scale, options, spec=resolved.spec)
-    pipeline = ImagePipeline(upscaler)
-    device = f"{upscaler.device} {precision_name(upscaler.dtype)} {upscaler.backend}"
     mine = shard.take(jobs)
     lone = len(jobs) + len(problems) == 1
     if shard.rank == 0:
         for problem in problems:
             _report_failure(problem)
         if not lone:
-            where = f", {shard.world} processes" if shard.world > 1 else ""
-            note = _resize_note(scale, label)
-            resize = f" ({note})" if note else ""
-            model = escape(Path(resolved.name).name)
-            heading = f"upscaling {len(jobs)} image(s) x{label} with {model}{resize} on {device}{where}"
-            console.print(heading, soft_wrap=True)
+            _announce(len(jobs), label, scale, resolved.name, upscaler, shard)
+    results = _run_with_progress(mine, upscaler, outputs, lone, shard)
+    summary = Summary(gather_results(shard, results) + (problems if shard.rank == 0 else []))
+    summary.seconds = time.perf_counter() - started
+    if shard.rank == 0:
+        _render(summary, resolved.name, scale, label, upscaler, shard, outputs, lone)
+    return 1 if summary.count("failed") else 0
+
+
+def _announce(count: int, label: str, scale: int, model: str, upscaler: Upscaler, shard: Shard) -> None:
+    """The heading of a run over several images: how many, at what scale, with what, where."""
+    where = f", {shard.world} processes" if shard.world > 1 else ""
+    note = _resize_note(scale, label)
+    resize = f" ({note})" if note else ""
+    heading = f"upscaling {count} image(s) x{label} with {escape(Path(model).name)}{resize} on {_engine(upscaler)}"
+    console.print(heading + where, soft_wrap=True)
+
+
+def _engine(upscaler: Upscaler) -> str:
+    from srcli.engine import precision_name
+
+    return f"{upscaler.device} {precision_name(upscaler.dtype)} {upscaler.backend}"
+
+
+def _run_with_progress(mine: list[Job], upscaler: Upscaler, outputs: _Outputs, lone: bool,
+                       shard: Shard) -> list[ImageResult]:
+    """Run this process's jobs with a bar per image and per tile; a line per image where there is no bar."""
+    from srcli.batch import BatchCallbacks, run_jobs
+    from srcli.pipeline import ImagePipeline
 
     with _progress(len(mine)) as progress:
         images = progress.add_task("images", total=len(mine))
@@ -280,7 +298,7 @@ def _upscale(
             if not lone and not console.is_terminal:  # logs and pipes: one line per image instead of a bar
                 _report_line(result)
             shown = result.status == "written" and result.plan is not None and not lone
-            if shown and (verbose or _plan_note(result.plan)):
+            if shown and (outputs.verbose or _plan_note(result.plan)):
                 progress.console.print(f"{escape(result.source)}: {_plan_text(result.plan)}", soft_wrap=True)
             if result.status == "failed":
                 _report_failure(result)
@@ -288,21 +306,22 @@ def _upscale(
                 progress.console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
 
         callbacks = BatchCallbacks(started_image, tile_done, finished_image)
-        results = run_jobs(mine, pipeline, quality, max_pixels, callbacks, rank=shard.rank)
+        return run_jobs(mine, ImagePipeline(upscaler), outputs.quality, outputs.max_pixels, callbacks,
+                        rank=shard.rank)
 
-    summary = Summary(gather_results(shard, results) + (problems if shard.rank == 0 else []))
-    summary.seconds = time.perf_counter() - started
-    if shard.rank == 0:
-        if as_json:
-            stdout.print_json(json.dumps(_json(summary, resolved.name, scale, label, upscaler, shard)))
-        if lone:
-            _report_single(summary.results[0], Path(resolved.name).name, verbose, _resize_note(scale, label))
-        else:
-            console.print(_summary_table(summary))
-            destination = _destination(summary)
-            if destination:
-                console.print(destination, soft_wrap=True, markup=False)
-    return 1 if summary.count("failed") else 0
+
+def _render(summary: Summary, model: str, scale: int, label: str, upscaler: Upscaler, shard: Shard,
+            outputs: _Outputs, lone: bool) -> None:
+    """--json on stdout; the one image's line or the summary table on stderr."""
+    if outputs.as_json:
+        stdout.print_json(json.dumps(_json(summary, model, scale, label, upscaler, shard)))
+    if lone:
+        _report_single(summary.results[0], Path(model).name, outputs.verbose, _resize_note(scale, label))
+        return
+    console.print(_summary_table(summary))
+    destination = _destination(summary)
+    if destination:
+        console.print(destination, soft_wrap=True, markup=False)
 
 
 def _progress(total: int) -> Progress:
@@ -344,24 +363,24 @@ def _report_failure(result: ImageResult) -> None:
     print_error(result.error or "failed")
 
 
-def _plan_note(plan: dict) -> str:
+def _plan_note(plan: Plan) -> str:
     """What a user should hear about even without --verbose: the engine had to change its plan."""
     notes = []
-    if plan["backoffs"]:
-        notes.append(f"{plan['backoffs']} out-of-memory back-off(s)")
-    if plan["fp32_fallbacks"]:
-        notes.append(f"{plan['fp32_fallbacks']} batch(es) redone in fp32 after NaN/Inf")
+    if plan.backoffs:
+        notes.append(f"{plan.backoffs} out-of-memory back-off(s)")
+    if plan.fallbacks:
+        notes.append(f"{plan.fallbacks} batch(es) redone in fp32 after NaN/Inf")
     return ", ".join(notes)
 
 
-def _plan_text(plan: dict) -> str:
-    tiles = f"{plan['tiles']} tiles of {plan['tile']} px + {plan['tile_pad']} pad"
-    if plan.get("tiling") == "approximate":
+def _plan_text(plan: Plan) -> str:
+    tiles = f"{plan.tiles} tiles of {plan.tile} px + {plan.pad} pad"
+    if plan.tiling == "approximate":
         tiles += ", approximate tiling (cross-faded: this network's tiles cannot be exact)"
-    tile = "whole image" if plan["tiles"] == 1 else tiles
-    if plan["tiles"] > 1:
-        tile += f", overlap {plan['overlap']:.2f}x"
-    text = f"{_engine_label(plan)}, {tile}, batch {plan['batch']}"
+    tile = "whole image" if plan.tiles == 1 else tiles
+    if plan.tiles > 1:
+        tile += f", overlap {round(plan.overlap, 3):.2f}x"
+    text = f"{_engine_label(plan)}, {tile}, batch {plan.forward_batch}"
     note = _plan_note(plan)
     return f"{text}; [yellow]{note}[/]" if note else text
 
@@ -371,14 +390,14 @@ def _resize_note(scale: int, label: str) -> str:
     return "" if label == str(scale) else f"x{scale} model + resize to x{label}"
 
 
-def _engine_label(plan: dict) -> str:
-    return f"{plan['device']} {plan['precision']} {plan['backend']}"
+def _engine_label(plan: Plan) -> str:
+    return f"{plan.device} {plan.precision} {plan.backend}"
 
 
 def _report_single(result: ImageResult, model: str, verbose: bool, resize: str = "") -> None:
     if result.status == "written" and result.input_size and result.output_size:
         (w, h), (ow, oh) = result.input_size, result.output_size
-        plan = result.plan or {}
+        plan = result.plan
         where = f" on {_engine_label(plan)}" if plan else ""
         resize = f", {resize}" if resize else ""
         console.print(

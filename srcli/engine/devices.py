@@ -4,10 +4,14 @@ eval and training."""
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
 from srcli.errors import BackendError, DeviceError
+
+if TYPE_CHECKING:
+    from srcli.models import Architecture
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 PRECISION_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
@@ -77,6 +81,49 @@ def choose_backend(name: str, device: torch.device, dtype: torch.dtype, converti
         raise BackendError(f"--backend openvino runs fp32, not {precision_name(dtype)}: use --precision auto")
     load_openvino()
     return name
+
+
+class Placement(NamedTuple):
+    """Where and how a network runs, resolved once from what the user asked."""
+
+    device: torch.device
+    dtype: torch.dtype
+    backend: str  # torch | openvino
+
+
+def resolve_placement(
+    device: str = "auto",
+    precision: str = "auto",
+    backend: str = "auto",
+    *,
+    architecture: Architecture | None = None,
+    asked_on_command_line: bool = False,
+) -> Placement:
+    """Device, precision and backend in one call, each chosen once.
+
+    `architecture` (None: any network) steps an automatic half precision down where it does not support it,
+    refuses an explicit one, and lets auto convert for OpenVINO only networks that declare a fold (a zoo module
+    may hold ops a converter does not know). `asked_on_command_line` also refuses half precision on a CPU.
+    """
+    chosen = choose_device(device)
+    dtype = choose_dtype(precision, chosen)
+    if asked_on_command_line:
+        refuse_cpu_half(chosen, precision)
+    convertible = True
+    if architecture is not None:
+        dtype = _supported_dtype(dtype, precision, chosen, architecture)
+        convertible = architecture.fold is not None
+    return Placement(chosen, dtype, choose_backend(backend, chosen, dtype, convertible=convertible))
+
+
+def _supported_dtype(dtype: torch.dtype, precision: str, device: torch.device, record: Architecture) -> torch.dtype:
+    """Half precision only where the architecture supports it: auto steps down, an explicit ask is refused."""
+    supported = {torch.float16: record.half_precision, torch.bfloat16: record.bf16_precision}
+    if supported.get(dtype, True):
+        return dtype
+    if precision != "auto":
+        raise DeviceError(f"{record.name} does not support {precision_name(dtype)}; use --precision fp32")
+    return torch.bfloat16 if record.bf16_precision and device.type == "cuda" else torch.float32
 
 
 def refuse_cpu_half(device: torch.device, precision: str) -> None:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from srcli.engine import luma
-from srcli.engine.devices import choose_backend, choose_device, choose_dtype, precision_name
+from srcli.engine.devices import precision_name, resolve_placement
 from srcli.engine.folded import FoldedRunner
 from srcli.engine.module import ModuleRunner
 from srcli.engine.openvino import OpenVINORunner
@@ -39,6 +39,7 @@ from srcli.engine.stitch import (
 from srcli.engine.tiling import TRANSFORMS, Window, dihedral, undo_dihedral, window_size, windows
 from srcli.errors import DeviceError, NonFiniteOutputError, ScaleError
 from srcli.models import ModelSpec, spec_of
+from srcli.options import UpscaleOptions
 from srcli.paths import cache_home
 from srcli.resize import imresize
 
@@ -53,23 +54,6 @@ BORDERS: dict[str, int | None] = {
     "reflect": cv2.BORDER_REFLECT,  # symmetric (cba|abc): MATLAB's own mirror, so plain bicubic is unchanged
     "replicate": cv2.BORDER_REPLICATE,  # aaa|abc
 }
-
-@dataclass
-class UpscaleOptions:
-    """How to run: every field has a sensible automatic default."""
-
-    device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-    precision: str = "auto"  # auto (fp16 on CUDA, fp32 elsewhere) | fp32 | fp16 | bf16
-    tile: int | None = None  # LR pixels per tile side, overlap excluded; None: from free memory; 0: whole image
-    tile_pad: int | None = None  # overlap in LR pixels; None: the receptive field (result identical to tile=0)
-    ensemble: bool = False  # geometric self-ensemble x8 (EDSR+)
-    outscale: float | None = None  # final scale if different from the model's
-    batch: int | None = None  # forwards batched at once; None: as many as the memory budget allows
-    memory_budget: int | None = None  # bytes for activations; None: from free memory (also the OOM guard)
-    fold: bool = True  # use the architecture's folded fast path where it declares one
-    border: str = "zero"  # zero (the papers' padding; what eval scores) | reflect | replicate (see BORDERS)
-    backend: str = "auto"  # auto (OpenVINO for fp32 on the CPU where installed, else torch) | torch | openvino
-
 
 @dataclass
 class Plan:
@@ -93,13 +77,18 @@ class Plan:
         """What one forward held: the batch limit, capped by the windows (x8 transforms with the ensemble)."""
         return min(self.batch, self.tiles * self.transforms)
 
+    @property
+    def tiling(self) -> str:
+        """exact, or approximate where the network's tiles had to be cross-faded."""
+        return "exact" if self.exact or self.tiles == 1 else "approximate"
+
     def to_dict(self) -> dict:
-        """For --json and --verbose: the plan as a user reads it."""
+        """For --json: the plan as a user reads it (the keys README documents)."""
         data = asdict(self)
         data["tile_pad"] = data.pop("pad")
         data["fp32_fallbacks"] = data.pop("fallbacks")
         data["batch"] = self.forward_batch
-        data["tiling"] = "exact" if self.exact or self.tiles == 1 else "approximate"
+        data["tiling"] = self.tiling
         data["overlap"] = round(self.overlap, 3)
         del data["transforms"], data["exact"]
         return data
@@ -132,16 +121,14 @@ class Upscaler(Planning):
             raise ValueError(f"unknown border {self.options.border!r}: use one of {', '.join(BORDERS)}")
         if self.options.outscale is not None and not self.options.outscale > 0:
             raise ScaleError(f"outscale must be positive, not {self.options.outscale}")
-        self.device = choose_device(self.options.device)
-        self.dtype = self._supported_dtype(choose_dtype(self.options.precision, self.device))
+        self.device, self.dtype, self.backend = resolve_placement(
+            self.options.device, self.options.precision, self.options.backend, architecture=self.spec.architecture
+        )
         self.size = self.spec.architecture.size
         self.pixel_max = float(self.spec.pixel_max)
         self.channels = int(self.spec.channels)
         self.upscales_inside = not self.spec.bicubic_input
         self.luma_model = self.spec.bicubic_input and self.channels == 1
-        # auto converts only srcli's folded networks: a zoo module may hold ops a converter does not know
-        self.backend = choose_backend(self.options.backend, self.device, self.dtype,
-                                      convertible=self.spec.architecture.fold is not None)
         self.runner = self._make_runner(model)
         self.input_factor = 1 if self.upscales_inside else self.scale  # network input px per LR px, per side
         self._out_elements = 3 * (self.scale // self.input_factor) ** 2
@@ -154,16 +141,6 @@ class Upscaler(Planning):
         else:  # the bicubic window edge (mirrored, +-2 LR px of kernel) plus the network's reach, in LR px
             self.receptive_field = math.ceil(radius / self.scale) + 3
         self._budget: int | None = None  # the run's memory budget, read once per image
-
-    def _supported_dtype(self, dtype: torch.dtype) -> torch.dtype:
-        """Half precision only where the architecture supports it: auto steps down, an explicit ask is refused."""
-        record = self.spec.architecture
-        supported = {torch.float16: record.half_precision, torch.bfloat16: record.bf16_precision}
-        if supported.get(dtype, True):
-            return dtype
-        if self.options.precision != "auto":
-            raise DeviceError(f"{record.name} does not support {precision_name(dtype)}; use --precision fp32")
-        return torch.bfloat16 if record.bf16_precision and self.device.type == "cuda" else torch.float32
 
     # -- the network ----------------------------------------------------------------------------------
 
