@@ -120,7 +120,7 @@ def initialise_from(model: nn.Module, path: Path) -> tuple[int, int]:
         raise TrainingError(f"--init-from {path}: {error}") from None
     if spec.arch != model.arch:
         raise TrainingError(f"--init-from {path} is a {spec.arch} model; this recipe trains {model.arch}")
-    fresh = spec.architecture.upsampler_keys
+    fresh = spec.architecture.training.fresh_keys
     own = model.state_dict()
     loaded, skipped = {}, 0
     for key, value in tensors.items():
@@ -211,8 +211,8 @@ class Trainer:
             model = build(config.preset, scales=tuple(config.scales))
         else:
             model = build(config.preset, scale=config.scales[0])
-        if record.prepare_training is not None:
-            record.prepare_training(model)
+        if record.training.prepare is not None:
+            record.training.prepare(model)
         return model
 
     def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
@@ -334,7 +334,7 @@ class Trainer:
 
             forward_model = DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=architecture(config.preset).branch_per_scale,
+                find_unused_parameters=architecture(config.preset).training.branch_per_scale,
             )
         if config.compile:
             forward_model = torch.compile(forward_model)
