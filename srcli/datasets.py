@@ -1,30 +1,23 @@
-"""Benchmark and DIV2K datasets: where they come from, how they are laid out, safe fetching and extraction.
+"""Benchmark and DIV2K datasets: where they come from, how they are laid out, verified fetching.
 
 A dataset is used from one of three places, first match wins: an explicit data directory
 (`--data-dir`), the `SRCLI_DATA` environment variable, or srcli's own cache (`$SRCLI_HOME/datasets`,
 else the platform's user data dir), which `prepare` fills by downloading the published archives.
-Archives are checked entry by entry before anything is written: absolute paths, `..`, links and
-device files make the whole archive refused. Extraction goes to a temporary folder beside the target
-and is renamed into place, so a half-extracted set is never seen.
+Archives are md5-verified, then unpacked by srcli.archives (every member checked before a byte is
+written, so an unsafe archive is refused whole and a half-extracted set is never seen).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import stat
-import tarfile
-import tempfile
-import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from functools import partial
-from pathlib import Path, PurePosixPath
-from typing import IO
+from pathlib import Path
 
 import numpy as np
 
 from srcli import imageio
+from srcli.archives import extract
 from srcli.download import Downloadable, data_home, fetch, register
 from srcli.errors import DatasetError, InputImageError
 from srcli.files import write_atomic
@@ -269,9 +262,10 @@ class Dataset:
             shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
             raise DatasetError(f"{self.name}: {folder} lacks {shown}")
         for hr_path in self.hr_paths:
-            hr_size, lr_size = png_size(hr_path), png_size(folder / self.spec.lr_file(hr_path.stem, scale))
-            if hr_size and lr_size:
-                self._check_sizes(hr_path.stem, hr_size, lr_size, scale)
+            hr_size = imageio.png_file_size(hr_path)
+            lr_size = imageio.png_file_size(folder / self.spec.lr_file(hr_path.stem, scale))
+            if hr_size and lr_size:  # (width, height) -> (height, width), as an image's shape
+                self._check_sizes(hr_path.stem, hr_size[::-1], lr_size[::-1], scale)
 
     def _check_sizes(self, stem: str, hr: tuple[int, ...], lr: tuple[int, ...], scale: int) -> None:
         expected = (hr[0] // scale, hr[1] // scale)
@@ -293,15 +287,6 @@ class Dataset:
             lr = read_image(lr_path)
             self._check_sizes(hr_path.stem, hr.shape, lr.shape, scale)
             yield ImagePair(hr_path.stem, hr, lr, False)
-
-
-def png_size(path: Path) -> tuple[int, int] | None:
-    """(height, width) from a PNG's header without decoding it; None for anything else."""
-    with open(path, "rb") as handle:
-        head = handle.read(24)
-    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
-        return None
-    return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -408,87 +393,6 @@ def download_archive(
     write_atomic(marker, (archive.md5 + "\n").encode())
     path.unlink()
     return home
-
-
-def _unsafe_reason(name: str) -> str | None:
-    """Why an archive member name could escape the target, or None when it is a plain relative path."""
-    if "\\" in name or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        return "an absolute or non-POSIX path"
-    if ".." in PurePosixPath(name).parts:
-        return "a '..' path"
-    return None
-
-
-def _refuse(label: str, name: str, reason: str | None) -> None:
-    if reason:
-        raise DatasetError(f"{label}: refused, member {name!r} is {reason}")
-
-
-def _tar_entries(archive: tarfile.TarFile, label: str) -> list[tuple[str, Callable[[], IO[bytes]] | None]]:
-    """(name, opener or None for a folder) per member, after every member passed the checks."""
-    entries = []
-    for member in archive.getmembers():
-        _refuse(label, member.name, _unsafe_reason(member.name)
-                or (None if member.isfile() or member.isdir() else "a link or special file"))
-        entries.append((member.name, partial(archive.extractfile, member) if member.isfile() else None))
-    return entries
-
-
-def _zip_entries(archive: zipfile.ZipFile, label: str) -> list[tuple[str, Callable[[], IO[bytes]] | None]]:
-    entries = []
-    for info in archive.infolist():
-        mode = info.external_attr >> 16  # Unix mode; many writers (Python's writestr) set no file-type bits
-        special = stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
-        _refuse(label, info.filename, _unsafe_reason(info.filename) or ("a link or special file" if special else None))
-        entries.append((info.filename, None if info.is_dir() else partial(archive.open, info)))
-    return entries
-
-
-def extract(archive_path: Path, target: Path) -> None:
-    """Unpack a .tar/.zip into `target`, merging with what is there; a single unsafe member refuses it all.
-
-    Every member is checked before a byte is written; files are written by this code (never by
-    tarfile/zipfile's own extract), then moved into place from a temporary folder beside `target`.
-    """
-    archive_path, target = Path(archive_path), Path(target)
-    label = archive_path.name
-    target.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=target))
-    try:
-        if zipfile.is_zipfile(archive_path):
-            with zipfile.ZipFile(archive_path) as zipped:
-                _write_entries(_zip_entries(zipped, label), staging)
-        elif tarfile.is_tarfile(archive_path):
-            with tarfile.open(archive_path) as tarred:
-                _write_entries(_tar_entries(tarred, label), staging)
-        else:
-            raise DatasetError(f"{label}: not a tar or zip archive")
-        _merge_into(staging, target)
-    except (OSError, zipfile.BadZipFile, tarfile.TarError) as error:
-        raise DatasetError(f"{label}: extraction failed ({type(error).__name__}: {error})") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _write_entries(entries: list[tuple[str, Callable[[], IO[bytes]] | None]], staging: Path) -> None:
-    for name, opener in entries:
-        path = staging / name
-        if opener is None:
-            path.mkdir(parents=True, exist_ok=True)
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with opener() as source, path.open("wb") as handle:
-            shutil.copyfileobj(source, handle, 1 << 20)
-
-
-def _merge_into(source: Path, target: Path) -> None:
-    """Move each entry of `source` into `target`: whole subtrees by rename where the name is free."""
-    for entry in source.iterdir():
-        destination = target / entry.name
-        if destination.is_dir() and entry.is_dir():
-            _merge_into(entry, destination)
-        else:
-            os.replace(entry, destination)
 
 
 def prepare(

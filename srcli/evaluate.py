@@ -24,7 +24,6 @@ from torch import nn
 
 from srcli.datasets import Dataset, ImagePair
 from srcli.engine import Upscaler
-from srcli.errors import ScaleError
 from srcli.imageio import write_image
 from srcli.metrics import psnr, quantize, rgb_to_y, ssim
 from srcli.models import ModelSpec, bicubic, spec_of
@@ -187,12 +186,6 @@ def _save(image: np.ndarray, path: Path) -> None:
     write_image(path, quantize(image).astype(np.uint8))
 
 
-def check_scale(spec: ModelSpec, scale: int, label: str) -> None:
-    """A network trained for other scales is refused (one fed a bicubic-upscaled input runs at any scale)."""
-    if not spec.serves(scale):
-        raise ScaleError(f"{label} is a {spec.scales_text()} model; it cannot be scored at x{scale}")
-
-
 def scoring_upscaler(
     network: nn.Module, scale: int, options: UpscaleOptions | None = None, *, spec: ModelSpec | None = None,
     **overrides: Any,
@@ -224,7 +217,7 @@ def evaluate(
     if network is not None:
         spec = spec or spec_of(network)
         method = method or spec.arch
-        check_scale(spec, scale, method)
+        spec.check_scale(scale, method, doing="be scored at")
         upscaler = scoring_upscaler(network, scale, options, spec=spec)
     column = reference_column(spec if network is not None else None, options.ensemble)
     result = SetResult(dataset.name, scale, BICUBIC if network is None else str(method), protocol, options.ensemble,

@@ -253,6 +253,12 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def png_file_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of a PNG file from its first 24 bytes, without reading the rest; None for anything else."""
+    with open(path, "rb") as handle:
+        return _png_size(handle.read(24))
+
+
 def _png_size(data: bytes) -> tuple[int, int] | None:
     if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) >= 24:
         return struct.unpack(">II", data[16:24])

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from srcli.errors import CheckpointError, UnknownArchitectureError
-from srcli.models.spec import Architecture, ModelSpec, SizeRequirements
+from srcli.models.spec import Architecture, Evaluation, KeyCondition, ModelSpec, SizeRequirements
 
 INSTALL_HINT = 'pip install "srcli[zoo]"'
 _TORCHVISION_NAMES = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional")
@@ -121,17 +121,17 @@ def _record(descriptor: Any) -> Architecture:
         name=str(descriptor.architecture.id),
         module=type(descriptor.model),
         presets={},
-        recognise=lambda state: False,  # spandrel's detector does this, after srcli's own records
+        recognise=KeyCondition.has_any(),  # never: spandrel's detector does this, after srcli's own records
         detect=unusable,
         scales=lambda config: (int(config["scale"]),),
         channels=lambda config: int(config["channels"]),
         pixel_max=1.0,
-        ensemble_column=False,
         half_precision=bool(descriptor.supports_half),
         bf16_precision=bool(descriptor.supports_bfloat16),
         size=SizeRequirements(int(size.minimum), int(size.multiple_of), bool(size.square)),
         call=_quiet(getattr(descriptor, "_call_fn", None)),  # spandrel's own way to run it (some return tuples)
         source=source,
+        evaluation=Evaluation(ensemble_column=False),
     )
 
 

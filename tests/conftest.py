@@ -91,7 +91,7 @@ def served_entry(baseline_x2, file_server, monkeypatch, dead_url, srcli_home):
     filename = f"edsr_baseline_x2-{sha256[:8]}.pt"
     entry = dataclasses.replace(weights.OFFICIAL[0], filename=filename, sha256=sha256, bytes=len(data),
                                 url=dead_url + filename)
-    monkeypatch.setattr(weights, "OFFICIAL", (entry, *weights.OFFICIAL[1:]))
+    monkeypatch.setattr(weights.entries, "OFFICIAL", (entry, *weights.OFFICIAL[1:]))
     file_server.add(f"mirror/{filename}", data)
     return entry
 

@@ -135,7 +135,7 @@ def test_one_bad_image_does_not_stop_the_batch(cli, tmp_path, checkpoint):
 
 
 def test_no_model_says_how_to_get_one(cli, tmp_path, monkeypatch):
-    monkeypatch.setattr(weights, "embedded", lambda: [])  # an install without its embedded models
+    monkeypatch.setattr(weights.entries, "embedded", lambda: [])  # an install without its embedded models
     code, _, err = cli("upscale", _image(tmp_path / "a.png"))
     line = assert_one_error_line(code, err)
     assert "--weights PATH" in line and "--model NAME" in line

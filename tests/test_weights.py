@@ -63,7 +63,7 @@ def test_reported_psnr_comes_from_the_public_tables():
 
 
 def test_shipped_manifest_is_valid_and_its_files_match():
-    folder = Path(weights.__file__).resolve().parent.parent / "weights"
+    folder = Path(weights.entries.__file__).resolve().parents[2] / "weights"
     for entry in weights.read_manifest(folder):
         data = entry.local_path().read_bytes()
         assert (hashlib.sha256(data).hexdigest(), len(data)) == (entry.sha256, entry.bytes)
@@ -196,7 +196,7 @@ def embedded_folder(baseline_x2, tmp_path, monkeypatch) -> Path:
     checkpoint.write_bytes(saved({"model": state, "optimizer": {"step": torch.tensor(3)}, "epoch": 3}))
     weights.embed(checkpoint, "srcli-edsr-baseline-x2", folder, recipe="edsr-baseline", steps=1000,
                   data="DIV2K 0001-0800", metrics={"Set5": {2: {"psnr": 37.5, "ssim": 0.958}}})
-    monkeypatch.setattr(weights, "embedded_dirs", lambda: [folder])
+    monkeypatch.setattr(weights.entries, "embedded_dirs", lambda: [folder])
     return folder
 
 
@@ -225,7 +225,7 @@ def test_damaged_embedded_file_is_refused(embedded_folder):
 
 def test_malformed_manifest_is_one_line(tmp_path, monkeypatch):
     (tmp_path / "manifest.json").write_text('{"format": 1, "models": [{"name": "x"}]}')
-    monkeypatch.setattr(weights, "embedded_dirs", lambda: [tmp_path])
+    monkeypatch.setattr(weights.entries, "embedded_dirs", lambda: [tmp_path])
     with pytest.raises(CheckpointError, match="malformed weights manifest") as error:
         weights.catalogue()
     assert "\n" not in str(error.value)

@@ -113,10 +113,7 @@ class Upscaler(Planning):
         self.options = options or UpscaleOptions()
         self.spec = spec or spec_of(model)
         self.scale = int(scale)
-        if not self.spec.serves(self.scale):
-            if self.spec.any_scale:
-                raise ScaleError(f"scale must be at least 1, not {scale}")
-            raise ScaleError(f"this {self.spec.arch} model is {self.spec.scales_text()}; it cannot upscale x{scale}")
+        self.spec.check_scale(self.scale)
         if self.options.border not in BORDERS:
             raise ValueError(f"unknown border {self.options.border!r}: use one of {', '.join(BORDERS)}")
         if self.options.outscale is not None and not self.options.outscale > 0:

@@ -47,7 +47,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 
 __all__ = [
     "ARCHITECTURES", "EDSR", "MDSR", "METHODS", "PRESETS", "VDSR", "Architecture", "ModelSpec", "architecture", "build",
-    "detect", "load_state_dict", "normalise_state_dict", "parameter_count", "spec_of",
+    "detect", "load_state_dict", "load_tensors", "normalise_state_dict", "parameter_count", "spec_of",
 ]
 
 
@@ -116,7 +116,12 @@ def detect(state: dict[str, Any]) -> ModelSpec:
 
 def load_state_dict(state: dict[str, Any]) -> nn.Module:
     """Build the network a state dict describes and load it strictly (keys the record lists as optional aside)."""
-    spec, tensors = normalise_state_dict(state)
+    return load_tensors(*normalise_state_dict(state))
+
+
+def load_tensors(spec: ModelSpec, tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """Build `spec`'s network and load tensors already in srcli's layout strictly, so a caller that has
+    recognised a file once (normalise_state_dict) does not recognise it again."""
     model = spec.build()
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     missing = [k for k in missing if not k.startswith(spec.architecture.optional_keys)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from srcli.models.spec import Architecture
+from srcli.models.spec import Architecture, Evaluation, KeyCondition
 
 NAME = "bicubic"
 
@@ -30,10 +30,6 @@ class Bicubic(nn.Module):
         return x
 
 
-def _no_file(state: object) -> bool:
-    return False
-
-
 def _nothing_to_detect(tensors: object) -> tuple[dict, dict, str]:
     raise ValueError("bicubic has no weights file")
 
@@ -42,12 +38,11 @@ ARCHITECTURE = Architecture(
     name=NAME,
     module=Bicubic,
     presets={NAME: {}},
-    recognise=_no_file,
+    recognise=KeyCondition.has_any(),  # no file: never recognised
     detect=_nothing_to_detect,
     scales=lambda config: (2, 3, 4),
     channels=lambda config: 3,
     pixel_max=1.0,
     bicubic_input=True,
-    table_column=lambda config: "Bicubic",
-    ensemble_column=False,
+    evaluation=Evaluation(table_column=lambda config: "Bicubic", ensemble_column=False),
 )

@@ -14,7 +14,7 @@ from torch import nn
 
 from srcli.models.blocks import MeanShift, ResBlock, Upsampler, conv, count_indices, upsampler_scale
 from srcli.models.folding import FoldedNetwork, fold_residual_network, working_copy
-from srcli.models.spec import Architecture, Tensors
+from srcli.models.spec import Architecture, Evaluation, KeyCondition, Tensors, Training
 
 
 class EDSR(nn.Module):
@@ -65,13 +65,8 @@ _BASICSR_RENAMES = (
 )
 
 
-def _is_basicsr(state: Mapping[str, torch.Tensor]) -> bool:
-    return "conv_first.weight" in state and any(k.startswith("body.0.conv1.") for k in state)
-
-
-def _recognise(state: Mapping[str, torch.Tensor]) -> bool:
-    official = "head.0.weight" in state and any(k.startswith("tail.0.") for k in state)
-    return _is_basicsr(state) or (official and not any(k.startswith("pre_process.") for k in state))
+_BASICSR = KeyCondition.has_all("conv_first.weight", "body.0.conv1.")
+_OFFICIAL = KeyCondition.has_all("head.0.weight", "tail.0.", KeyCondition.has_none("pre_process."))  # not MDSR
 
 
 def _from_basicsr(state: Tensors) -> Tensors:
@@ -94,7 +89,7 @@ def res_scale_for(features: int) -> float:
 
 
 def _detect(state: Tensors) -> tuple[dict[str, Any], Tensors, str]:
-    layout = "basicsr" if _is_basicsr(state) else "official"
+    layout = "basicsr" if _BASICSR(state) else "official"
     tensors = _from_basicsr(state) if layout == "basicsr" else state
     head = tensors["head.0.weight"]
     features, channels = int(head.shape[0]), int(head.shape[1])
@@ -126,12 +121,11 @@ ARCHITECTURE = Architecture(
         "edsr-baseline": {"blocks": 16, "features": 64, "res_scale": 1.0},
         "edsr": {"blocks": 32, "features": 256, "res_scale": 0.1},
     },
-    recognise=_recognise,
+    recognise=KeyCondition.has_any(_BASICSR, _OFFICIAL),
     detect=_detect,
     scales=lambda config: (int(config.get("scale", 2)),),
     fold=_fold,
-    table_column=_table_column,
     optional_keys=("sub_mean.", "add_mean."),
-    train_scales=(2, 3, 4, 8),
-    upsampler_keys=("tail.0.",),
+    evaluation=Evaluation(table_column=_table_column),
+    training=Training(scales=(2, 3, 4, 8), fresh_keys=("tail.0.",)),
 )

@@ -10,7 +10,7 @@ from torch import nn
 
 from srcli.models.blocks import MeanShift, ResBlock, Upsampler, conv, count_indices, upsampler_scale
 from srcli.models.folding import FoldedNetwork, fold_residual_network, working_copy
-from srcli.models.spec import Architecture, Tensors
+from srcli.models.spec import Architecture, Evaluation, KeyCondition, Tensors, Training
 
 
 class MDSR(nn.Module):
@@ -59,10 +59,6 @@ class MDSR(nn.Module):
 # --- the record ------------------------------------------------------------------------------------------
 
 
-def _recognise(state: Mapping[str, torch.Tensor]) -> bool:
-    return "head.0.weight" in state and any(k.startswith("pre_process.") for k in state)
-
-
 def _detect(state: Tensors) -> tuple[dict[str, Any], Tensors, str]:
     features = int(state["head.0.weight"].shape[0])
     count = count_indices(state, r"upsample\.(\d+)\.")
@@ -91,14 +87,12 @@ ARCHITECTURE = Architecture(
     name="mdsr",
     module=MDSR,
     presets={"mdsr-baseline": {"blocks": 16, "features": 64}, "mdsr": {"blocks": 80, "features": 64}},
-    recognise=_recognise,
+    recognise=KeyCondition.has_all("head.0.weight", "pre_process."),
     detect=_detect,
     scales=lambda config: tuple(int(s) for s in config.get("scales", (2, 3, 4))),
-    fold=_fold,
-    table_column=_table_column,
-    optional_keys=("sub_mean.", "add_mean."),
-    train_scales=(2, 3, 4, 8),
     multi_scale=True,
-    branch_per_scale=True,
-    upsampler_keys=("upsample.",),
+    fold=_fold,
+    optional_keys=("sub_mean.", "add_mean."),
+    evaluation=Evaluation(table_column=_table_column),
+    training=Training(scales=(2, 3, 4, 8), branch_per_scale=True, fresh_keys=("upsample.",)),
 )

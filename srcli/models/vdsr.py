@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -10,7 +9,7 @@ from torch import nn
 
 from srcli.models.blocks import count_indices
 from srcli.models.folding import FoldedNetwork, Step, conv_step, input_transform, working_copy
-from srcli.models.spec import Architecture, Tensors
+from srcli.models.spec import Architecture, Evaluation, KeyCondition, Tensors, Training
 
 
 class ConvReLU(nn.Module):
@@ -72,10 +71,6 @@ class VDSR(nn.Module):
 # --- the record ------------------------------------------------------------------------------------------
 
 
-def _recognise(state: Mapping[str, torch.Tensor]) -> bool:
-    return "input.weight" in state and "output.weight" in state
-
-
 def _detect(state: Tensors) -> tuple[dict[str, Any], Tensors, str]:
     first = state["input.weight"]
     config = {
@@ -110,16 +105,14 @@ ARCHITECTURE = Architecture(
         "vdsr": {"layers": 20, "features": 64, "channels": 1},
         "vdsr-rgb": {"layers": 20, "features": 64, "channels": 3, "bias": True},
     },
-    recognise=_recognise,
+    recognise=KeyCondition.has_all("input.weight", "output.weight"),
     detect=_detect,
     scales=lambda config: tuple(int(s) for s in config.get("scales", (2, 3, 4))),
     channels=lambda config: int(config.get("channels", 1)),
     pixel_max=1.0,
     bicubic_input=True,
-    fold=_fold,
-    table_column=lambda config: "VDSR",
-    ensemble_column=False,
-    train_scales=(2, 3, 4),
     multi_scale=True,
-    prepare_training=_prepare_training,
+    fold=_fold,
+    evaluation=Evaluation(table_column=lambda config: "VDSR", ensemble_column=False),
+    training=Training(scales=(2, 3, 4), prepare=_prepare_training),
 )

@@ -42,8 +42,8 @@ def build_model(config: TrainConfig) -> nn.Module:
         model = build(config.preset, scales=tuple(config.scales))
     else:
         model = build(config.preset, scale=config.scales[0])
-    if record.prepare_training is not None:
-        record.prepare_training(model)
+    if record.training.prepare is not None:
+        record.training.prepare(model)
     return model
 
 
@@ -59,7 +59,7 @@ def initialise_from(model: nn.Module, path: Path) -> tuple[int, int]:
         raise TrainingError(f"--init-from {path}: {error}") from None
     if spec.arch != model.arch:
         raise TrainingError(f"--init-from {path} is a {spec.arch} model; this recipe trains {model.arch}")
-    fresh = spec.architecture.upsampler_keys
+    fresh = spec.architecture.training.fresh_keys
     own = model.state_dict()
     loaded, skipped = {}, 0
     for key, value in tensors.items():
@@ -157,7 +157,7 @@ class Learner:
 
             self.forward = DistributedDataParallel(
                 state.model, device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=architecture(config.preset).branch_per_scale,
+                find_unused_parameters=architecture(config.preset).training.branch_per_scale,
             )
         if config.compile:
             self.forward = torch.compile(self.forward)

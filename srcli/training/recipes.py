@@ -120,9 +120,9 @@ def check_config(config: TrainConfig) -> None:
     record = architecture(config.preset)
     if not config.scales:
         raise TrainingError("give at least one --scale")
-    bad = [s for s in config.scales if s not in record.train_scales]
+    bad = [s for s in config.scales if s not in record.training.scales]
     if bad:
-        allowed = "/".join(f"x{s}" for s in record.train_scales)
+        allowed = "/".join(f"x{s}" for s in record.training.scales)
         raise TrainingError(f"recipe {config.recipe} cannot train x{bad[0]}; it supports {allowed}")
     if len(set(config.scales)) != len(config.scales):
         raise TrainingError(f"--scale lists a scale twice: {config.scales}")
