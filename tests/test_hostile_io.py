@@ -238,6 +238,25 @@ def test_a_fifo_is_named_as_a_fifo_for_any_kind_of_input(tmp_path):
         require_regular_file(tmp_path, "a weights file", CheckpointError)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_a_fifo_or_a_device_as_weights_is_named_by_the_cli(cli, tmp_path):
+    os.mkfifo(tmp_path / "pipe.pt")
+    image = tmp_path / "in.png"
+    cv2.imwrite(str(image), np.zeros((8, 8, 3), np.uint8))
+    for weights, words in ((tmp_path / "pipe.pt", "is a FIFO (named pipe), not a regular file"),
+                           (Path("/dev/zero"), "is a character device, not a regular file")):
+        for argv in (("upscale", image, "--weights", weights), ("models", "--inspect", weights)):
+            code, _, err = cli(*argv)
+            assert code != 0 and words in err and "directory" not in err
+            assert len(err.strip().splitlines()) == 1
+
+
+def test_an_error_naming_a_newline_is_one_line_through_the_cli(cli, tmp_path):
+    code, _, err = cli("upscale", tmp_path / "no\nsuch.png")
+    assert code != 0 and "no\\nsuch.png" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_a_character_device_is_named_as_one(tmp_path):
     if not os.path.exists("/dev/null"):
         pytest.skip("no /dev/null here")
