@@ -367,18 +367,19 @@ def _damage(entry: Path, how: str) -> None:
 @pytest.mark.parametrize("which", ["hr", "x2"])
 def test_a_damaged_cache_entry_is_rebuilt_once(tmp_path, how, which):
     from srcli.training.data import load_training_data
+    from srcli.training.events import Note, TrainWarning
 
     images, cache = _training_images(tmp_path / "hr"), tmp_path / "cache"
     first = load_training_data([str(images)], [2], "lr", cache)
     (entry,) = cache.glob(f"*-{which}.npz")
     _damage(entry, how)
-    events: list[dict] = []
+    events: list = []
     again = load_training_data([str(images)], [2], "lr", cache, on_event=events.append)
-    assert any(e["kind"] == "warning" and "damaged" in e["message"] and "rebuilding" in e["message"] for e in events)
+    assert any(isinstance(e, TrainWarning) and "damaged" in e.message and "rebuilding" in e.message for e in events)
     assert all(np.array_equal(a, b) for a, b in zip(first.hr + first.lr[2], again.hr + again.lr[2], strict=True))
     events.clear()
     load_training_data([str(images)], [2], "lr", cache, on_event=events.append)  # the rebuilt entry is used
-    assert [e["kind"] for e in events] == ["data"] and "from the cache" in events[0]["message"]
+    assert [type(e) for e in events] == [Note] and "from the cache" in events[0].message
 
 
 # --- 9. dotfiles are not images, in eval sets as in training folders ----------------------------------------------
