@@ -9,12 +9,12 @@ from pathlib import Path
 
 from torch import nn
 
-from srcli import download
+from srcli import download, zoo
 from srcli.errors import CheckpointError, DownloadError, ScaleError, SrcliError, UnknownModelError
 from srcli.files import sha256_file
 from srcli.models import ModelSpec
 from srcli.weights.checkpoints import CHECKPOINT_SUFFIXES, load_checkpoint
-from srcli.weights.entries import DEFAULT_SCALES, Weights, catalogue, default_model, embedded, find
+from srcli.weights.entries import DEFAULT_SCALES, ZOO, Weights, catalogue, default_model, embedded, find
 
 
 @dataclass
@@ -64,9 +64,10 @@ def ensure_local(
     if offline:
         raise DownloadError(f"{entry.name} is not downloaded and srcli is offline; {_offline_hint(entry)}")
     assert entry.url is not None
+    urls = list(dict.fromkeys([*download.candidate_urls(entry.url, mirror), *entry.alternates]))
     try:
         return download.fetch_first(
-            download.candidate_urls(entry.url, mirror), entry.local_path(),
+            urls, entry.local_path(),
             sha256=entry.sha256, size=entry.bytes, progress=progress,
         )
     except DownloadError as error:
@@ -92,9 +93,12 @@ def resolve(
         return ResolvedModel(entry.build().eval(), entry.spec, entry.name, None, entry)
     if entry is not None:
         entry.spec.check_scale(scale, entry.name)
+        if entry.source == ZOO and not zoo.available():  # said before a download, not after it
+            raise zoo.ZooMissing(f"{entry.name} is a third-party {entry.arch} model read by spandrel: "
+                                 f"{zoo.INSTALL_HINT}")
         path = ensure_local(entry, mirror=mirror, progress=progress, offline=offline)
         model, spec = load_checkpoint(path)
-        if spec.arch != entry.arch or (not spec.any_scale and spec.scales != entry.scales):
+        if spec.arch.lower() != entry.arch.lower() or (not spec.any_scale and spec.scales != entry.scales):
             raise CheckpointError(f"{path}: holds {spec.arch} x{spec.scales}, not the catalogue's {entry.name}")
         return ResolvedModel(model, spec, entry.name, path, entry)
     path = Path(name_or_path).expanduser()
