@@ -257,6 +257,18 @@ def _zoo_entry(listed: zoo_catalogue.CatalogueEntry) -> Weights:
 ZOO_ENTRIES: tuple[Weights, ...] = tuple(_zoo_entry(listed) for listed in zoo_catalogue.entries())
 
 
+def real_world_choices(tag: str, scale: int) -> tuple[Weights | None, Weights | None]:
+    """What to suggest for an input with `tag` damage (jpeg, denoise) that a bicubic-trained model would keep:
+    the smallest offered upscaler trained on it, at `scale` when one is (else any), and the smallest 1x restorer
+    for it (to run first). Smallest: the quickest download and run, for a first try."""
+    offered = [e for e in ZOO_ENTRIES if "users" in e.audience and tag in e.tags]
+    upscalers = [e for e in offered if e.scales != (1,)]
+    native = [e for e in upscalers if scale in e.scales]
+    model = min(native or upscalers, key=lambda e: e.bytes, default=None)
+    restorer = min((e for e in offered if e.scales == (1,)), key=lambda e: e.bytes, default=None)
+    return model, restorer
+
+
 # --- the project's own embedded models (weights/manifest.json) -------------------------------------
 
 
