@@ -58,7 +58,19 @@ def test_zoo_names_get_prefix_suggestions(srcli_home, cli, tmp_path):
     image = write_image(tmp_path / "img.png", seed=3, shape=(20, 24, 3))
     code, _, err = cli("upscale", image, "--model", "realesrgan-x4")
     line = assert_one_error_line(code, err)
-    assert "did you mean realesrgan-x4plus" in line
+    assert "did you mean realesrgan-x4plus or realesrgan-x4plus-anime-6b?" in line
+    code, _, err = cli("upscale", image, "--model", "RealESRGAN_x4plus")  # the file's own name, as other tools use
+    assert "did you mean realesrgan-x4plus?" in assert_one_error_line(code, err)
+
+
+def test_without_spandrel_a_zoo_name_is_one_line_with_the_extra_before_any_download(srcli_home, cli, tmp_path,
+                                                                                   file_server, monkeypatch):
+    monkeypatch.setattr(zoo, "available", lambda: False)  # what a machine without the srcli[zoo] extra answers
+    image = write_image(tmp_path / "img.png", seed=3, shape=(20, 24, 3))
+    code, _, err = cli("upscale", image, "--model", "realesrgan-x4plus", "--mirror", file_server.url("mirror/"))
+    line = assert_one_error_line(code, err)
+    assert "realesrgan-x4plus is a third-party esrgan model read by spandrel" in line and "srcli[zoo]" in line
+    assert file_server.requests == []
 
 
 @pytest.mark.skipif(not zoo.available(), reason='spandrel is not installed (pip install "srcli[zoo]")')

@@ -206,10 +206,14 @@ def _looks_like_path(text: str) -> bool:
 def _unknown_message(name: str) -> str:
     import difflib
 
-    names = sorted(catalogue())
-    # A prefix ('srcli-mdsr' for 'srcli-mdsr-baseline') is what a user half-remembers; edit distance comes next.
-    prefixed = [n for n in names if n.startswith(name.lower())]
-    close = prefixed[:3] or difflib.get_close_matches(name, names, n=1)
+    entries = catalogue()
+    names = sorted(entries)
+    # A file's own name ('RealESRGAN_x4plus', what other tools call it) first; then a prefix ('srcli-mdsr' for
+    # 'srcli-mdsr-baseline'), what a user half-remembers; edit distance comes last.
+    wanted = name.lower().replace("_", "-")
+    by_file = [e.name for e in entries.values() if e.has_file and Path(e.filename).stem.lower() == name.lower()]
+    prefixed = [n for n in names if n.startswith(wanted)]
+    close = by_file[:1] or prefixed[:3] or difflib.get_close_matches(name, names, n=1)
     hint = f"did you mean {' or '.join(close)}? " if close else ""
     return f"unknown model {name!r}: {hint}`srcli models` lists them; or pass a checkpoint file path"
 
