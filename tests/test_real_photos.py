@@ -84,3 +84,13 @@ def test_no_note_for_a_model_the_catalogue_does_not_call_bicubic_trained(tmp_pat
     code, _, err = cli("upscale", _jpeg(tmp_path / "q.jpg", 30), "--model", "bicubic", "--scale", "2")
     assert code == 0, err
     assert _notes(err) == []
+
+
+def test_what_an_embedded_model_undoes_is_its_manifest_s_to_say(tmp_path, checkpoint):
+    from srcli import weights
+
+    bicubic = weights.embed(checkpoint, "mine-bicubic", tmp_path)
+    real = weights.embed(checkpoint, "mine-real", tmp_path, degradation="real")
+    assert bicubic.bicubic_trained and not real.bicubic_trained
+    assert {e.name: e.degradation for e in weights.read_manifest(tmp_path)} == {"mine-bicubic": "bicubic",
+                                                                              "mine-real": "real"}

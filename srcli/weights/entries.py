@@ -361,11 +361,13 @@ def embed(
     data: str | None = None,
     metrics: dict[str, dict[int, dict[str, float]]] | None = None,
     description: str = "",
+    degradation: str = BICUBIC,
 ) -> Weights:
     """Add a trained checkpoint to `folder`'s manifest as a plain, official-layout state dict.
 
     The file is saved as `<name>-<sha256[:8]>.pt` (torch.hub naming); an entry with the same name
-    is replaced. Manifest and file are written atomically.
+    is replaced. Manifest and file are written atomically. `degradation` is what the model was trained to undo
+    ("bicubic", or "real" for a real-degradation recipe): `srcli upscale`'s note about JPEG inputs reads it.
     """
     state = read_state_dict(checkpoint)
     spec, tensors = normalise_state_dict(state)
@@ -387,7 +389,7 @@ def embed(
         "name": name, "file": filename, "preset": preset, "config": spec.config,
         "scales": list(scales or spec.scales), "sha256": sha256, "bytes": len(serialised),
         "parameters": parameter_count(model),
-        "recipe": recipe, "steps": steps, "data": data, "description": description,
+        "recipe": recipe, "steps": steps, "data": data, "description": description, "degradation": degradation,
         "metrics": {
             dataset: {str(s): dict(score) for s, score in per_scale.items()}
             for dataset, per_scale in (metrics or {}).items()
