@@ -17,6 +17,7 @@ import numpy as np
 from srcli import distributed
 from srcli.engine import Plan, ProgressCallback
 from srcli.errors import NonFiniteOutputError, OutputError, OutputExistsError, SrcliError
+from srcli.files import is_hidden
 from srcli.imageio import ALPHA_EXTENSIONS, DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, read_image, write_image
 from srcli.pipeline import ImagePipeline
 
@@ -84,7 +85,7 @@ class Summary:
 
 
 def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not is_hidden(path)
 
 
 def collect_inputs(arguments: list[str], recursive: bool = False) -> tuple[list[Found], list[ImageResult]]:

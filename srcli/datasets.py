@@ -20,7 +20,7 @@ from srcli import imageio
 from srcli.archives import extract
 from srcli.download import Downloadable, data_home, fetch, register
 from srcli.errors import DatasetError, InputImageError
-from srcli.files import write_atomic
+from srcli.files import is_hidden, write_atomic
 from srcli.resize import downscale
 
 DATA_ENV = "SRCLI_DATA"
@@ -305,6 +305,12 @@ def read_image(path: Path) -> np.ndarray:
     return image
 
 
+def _listed(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """A set's images, sorted; dotfiles skipped as `upscale` skips them (macOS `._bird.png` resource forks
+    are not images, and would otherwise be asked for an LR partner)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes and not is_hidden(p) and p.is_file())
+
+
 _LAYOUT_HINT = "expected <Set>/HR/<name>.png and <Set>/LR_bicubic/X<s>/<name>x<s>.png"
 
 
@@ -319,7 +325,7 @@ def open_dataset(spec: DatasetSpec, root: Path) -> Dataset:
     else:
         hint = _LAYOUT_HINT if spec.home == "benchmark" else f"expected {spec.hr_dir}/ (the DIV2K archive layout)"
         raise DatasetError(f"{root} has no {spec.hr_dir}/ folder for {spec.name} ({hint})")
-    hr_paths = sorted(p for p in (base / spec.hr_dir).iterdir() if p.suffix.lower() == ".png" and p.is_file())
+    hr_paths = _listed(base / spec.hr_dir, (".png",))
     if spec.first is not None:
         hr_paths = hr_paths[: spec.first]
     if not hr_paths:
@@ -343,7 +349,7 @@ def folder_dataset(folder: Path) -> Dataset:
     else:
         root, hr_dir, lr_dir = folder, ".", "LR_bicubic/X{s}"
     spec = DatasetSpec(folder.name, ".", hr_dir, lr_dir, "{name}x{s}.png", "", "", (2, 3, 4), f"the images in {folder}")
-    hr_paths = sorted(p for p in (root / hr_dir).iterdir() if p.suffix.lower() in _HR_SUFFIXES and p.is_file())
+    hr_paths = _listed(root / hr_dir, _HR_SUFFIXES)
     if not hr_paths:
         raise DatasetError(f"{root / hr_dir} holds no image")
     return Dataset(spec, root, tuple(hr_paths))

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from srcli.errors import DownloadError, UnknownModelError
-from srcli.files import move_into_place
+from srcli.files import fitting_name, move_into_place
 from srcli.paths import HOME_ENV as HOME_ENV  # re-exported: weights, datasets and tests read them here
 from srcli.paths import cache_home as cache_home
 from srcli.paths import data_home as data_home
@@ -32,6 +35,7 @@ Progress = Callable[[int, "int | None"], None]
 CHUNK = 1 << 20
 NETWORK_CHUNK = 1 << 16  # small reads: a dropped connection loses at most this much of what arrived
 DEFAULT_TIMEOUT = 30.0
+DEFAULT_STALL = 120.0  # seconds without a whole network block: a mirror slower than about 0.5 KB/s is stalled
 MIRROR_ENV = "SRCLI_MIRROR"
 
 
@@ -86,7 +90,7 @@ def _describe(error: requests.RequestException) -> str:
     import requests
 
     if isinstance(error, requests.Timeout):
-        return "timed out"
+        return str(error) if str(error).startswith("stalled") else "timed out"
     if isinstance(error, requests.exceptions.ChunkedEncodingError):
         return "connection dropped mid-file"
     if isinstance(error, requests.ConnectionError):
@@ -147,6 +151,55 @@ def _content_range_start(header: str | None) -> int | None:
         return None
 
 
+class _StallWatch:
+    """Cuts the connection when no network block arrived for `seconds`. requests' timeout bounds each socket
+    read, so a mirror sending a byte every few seconds never trips it and the download would never end."""
+
+    def __init__(self, response: requests.Response, seconds: float):
+        self.response, self.seconds, self.fired = response, seconds, False
+        self.last = time.monotonic()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="srcli-stall-watch", daemon=True)
+
+    def __enter__(self) -> _StallWatch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def progress(self) -> None:
+        self.last = time.monotonic()
+
+    def _watch(self) -> None:
+        while not self.done.wait(max(0.0, self.last + self.seconds - time.monotonic())):
+            if time.monotonic() - self.last >= self.seconds:
+                self.fired = True
+                _cut(self.response)
+                return
+
+    def check(self) -> None:
+        """Raise (as a timeout, so it is retried and resumed like one) when the watch cut the transfer."""
+        if self.fired:
+            import requests
+
+            raise requests.exceptions.ReadTimeout(
+                f"stalled (not {NETWORK_CHUNK >> 10} KB in {self.seconds:g} s)")
+
+
+def _cut(response: requests.Response) -> None:
+    """Shut the response's socket down: a read blocked on it returns at once, in whatever thread it is.
+    Found through the connection, or (a `Connection: close` response, whose connection lets go of its
+    socket) through the descriptor the body is read from."""
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    body = getattr(getattr(response.raw, "_fp", None), "fp", None)
+    with suppress(OSError, ValueError, AttributeError):  # already closed: the read has ended anyway
+        descriptor = sock.fileno() if sock is not None else body.fileno()
+        with socket.socket(fileno=os.dup(descriptor)) as twin:  # shutdown acts on the connection, not the fd
+            twin.shutdown(socket.SHUT_RDWR)
+
+
 def _stream_once(
     url: str,
     part: Path,
@@ -155,6 +208,7 @@ def _stream_once(
     progress: Progress | None,
     session: requests.Session,
     timeout: float,
+    stall: float = DEFAULT_STALL,
 ) -> None:
     """One HTTP request that appends to `part`, resuming from its current length when there is one."""
     offset = _start_offset(part, size)
@@ -170,7 +224,7 @@ def _stream_once(
             if checks.mismatch() is None and (size is None or offset == size):
                 return
             part.unlink()
-            _stream_once(url, part, checks, size, progress, session, timeout)
+            _stream_once(url, part, checks, size, progress, session, timeout, stall)
             return
         if response.status_code >= 400:
             reason = response.reason or "error"
@@ -193,19 +247,25 @@ def _stream_once(
         done = offset
         if progress:
             progress(done, total)
-        with part.open(mode) as handle:
-            for block in response.iter_content(NETWORK_CHUNK):
-                if size is not None and done + len(block) > size:  # never write past the expected size
-                    break
-                handle.write(block)
-                checks.update(block)
-                done += len(block)
-                if progress:
-                    progress(done, total)
-            else:
-                handle.flush()
-                os.fsync(handle.fileno())
-                return
+        with part.open(mode) as handle, _StallWatch(response, stall) as watch:
+            try:
+                for block in response.iter_content(NETWORK_CHUNK):
+                    watch.progress()
+                    if size is not None and done + len(block) > size:  # never write past the expected size
+                        break
+                    handle.write(block)
+                    checks.update(block)
+                    done += len(block)
+                    if progress:
+                        progress(done, total)
+                else:
+                    watch.check()  # a cut connection without Content-Length ends like a complete body
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                    return
+            except Exception:
+                watch.check()
+                raise
         part.unlink()  # a server streaming past the size would fill the disk: stop at the first extra byte
         raise DownloadError(f"{url}: the server sent more than the expected {size} bytes; the download was discarded")
 
@@ -221,6 +281,7 @@ def fetch(
     session: requests.Session | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     retries: int = 2,
+    stall: float = DEFAULT_STALL,
 ) -> Path:
     """Download `url` to `dest`, verified, resuming any earlier partial download; returns `dest`.
 
@@ -228,7 +289,8 @@ def fetch(
     connection is retried `retries` times, each retry resuming with a Range request; when retries run
     out the `.part` stays, so the next call resumes too. A file that fails its checksum or size is
     deleted (nothing half-right is ever cached) and DownloadError is raised, as for HTTP errors and
-    network failures; each message is one line.
+    network failures; each message is one line. A transfer that delivers no network block (64 KB) for
+    `stall` seconds counts as a dropped connection.
     """
     dest = Path(dest)
     if dest.is_file() and _verified(dest, sha256, md5, size):
@@ -237,7 +299,7 @@ def fetch(
     with _folder_lock(dest.parent):
         if dest.is_file() and _verified(dest, sha256, md5, size):
             return dest  # another process finished it while we waited
-        return _download(url, dest, sha256, md5, size, progress, session, timeout, retries)
+        return _download(url, dest, sha256, md5, size, progress, session, timeout, retries, stall)
 
 
 def _download(
@@ -250,17 +312,18 @@ def _download(
     session: requests.Session | None,
     timeout: float,
     retries: int,
+    stall: float,
 ) -> Path:
     import requests
 
-    part = dest.with_name(dest.name + ".part")
+    part = dest.with_name(fitting_name(dest.name, len(".part")) + ".part")
     checks = _Checksums(sha256, md5)
     own_session = session is None
     session = session or requests.Session()
     try:
         for attempt in range(retries + 1):
             try:
-                _stream_once(url, part, checks, size, progress, session, timeout)
+                _stream_once(url, part, checks, size, progress, session, timeout, stall)
                 break
             except requests.RequestException as error:
                 if attempt == retries:

@@ -10,15 +10,17 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from srcli.errors import OutputError, OutputExistsError
+from srcli.errors import OutputError, OutputExistsError, SrcliError
 
 CHUNK = 1 << 20
+NAME_MAX = 255  # bytes in one file name on every common file system (ext4, XFS, APFS, NTFS in UTF-16 units)
 
 # The process umask, read once (setting it is the only way to read it portably); outputs get the mode
 # any other program would give them, while temp files start private (0600) until they are complete.
@@ -39,7 +41,7 @@ def atomic_path(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
     """
     path = Path(path)
     try:
-        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{fitting_name(path.name, 15)}.", suffix=".part")
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
     os.close(handle)
@@ -53,6 +55,21 @@ def atomic_path(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
             raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
     finally:
         temp.unlink(missing_ok=True)
+
+
+def fitting_name(name: str, extra: int) -> str:
+    """`name` cut so that `extra` more bytes still make a legal file name: the temp or `.part` name beside
+    a legal 250-byte output must not fail with "File name too long". Cut between characters, not inside one."""
+    encoded = os.fsencode(name)
+    room = NAME_MAX - extra
+    if len(encoded) <= room:
+        return name
+    cut = encoded[:room]
+    while cut and cut[-1] & 0xC0 == 0x80:  # UTF-8 continuation bytes of a character cut in two
+        cut = cut[:-1]
+    if cut and cut[-1] >= 0xC0:  # and its lead byte
+        cut = cut[:-1]
+    return os.fsdecode(cut)
 
 
 def move_into_place(temp: Path, path: Path, *, overwrite: bool = True) -> None:
@@ -100,3 +117,60 @@ def sha256_file(path: Path) -> str:
         while block := handle.read(CHUNK):
             digest.update(block)
     return digest.hexdigest()
+
+
+def is_hidden(path: Path) -> bool:
+    """A dotfile (macOS `._name` resource forks, `.DS_Store`, editors' temp files): never an input."""
+    return Path(path).name.startswith(".")
+
+
+def open_regular_file(path: Path, what: str, error: type[SrcliError]) -> int:
+    """An open descriptor on `path`, refused (as `error`, naming `what` it should be) unless a regular file.
+
+    Opened non-blocking and checked with fstat on the open descriptor: a FIFO would block the read, a
+    device might never end it, and nothing can be swapped in between the check and the read.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory, not {what}") from None
+    except OSError as failure:
+        raise error(f"{path}: cannot be read ({failure.strerror or failure})") from None
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        if stat.S_ISDIR(mode):
+            raise error(f"{path}: is a directory, not {what}")
+        raise error(f"{path}: is a {_file_kind(mode)}, not a regular file")
+    return descriptor
+
+
+def require_regular_file(path: Path, what: str, error: type[SrcliError]) -> None:
+    """Refuse `path` unless it is a regular file (see `open_regular_file`), before a reader blocks on it."""
+    os.close(open_regular_file(path, what, error))
+
+
+def read_regular_file(path: Path, what: str, error: type[SrcliError]) -> bytes:
+    """The bytes of a regular, non-empty file; every refusal is one `error` line naming the file."""
+    with os.fdopen(open_regular_file(path, what, error), "rb") as handle:
+        try:
+            data = handle.read()
+        except OSError as failure:
+            raise error(f"{path}: cannot be read ({failure.strerror or failure})") from None
+    if not data:
+        raise error(f"{path}: empty file (0 bytes)")
+    return data
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode):
+        return "character device"
+    if stat.S_ISBLK(mode):
+        return "block device"
+    return "special file"

@@ -10,20 +10,18 @@ so a 35-byte GIF that claims 30000x30000 pixels costs nothing.
 
 from __future__ import annotations
 
-import os
-import stat
+import re
 import struct
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from srcli import limits
+from srcli import limits, tiff
+from srcli.decoderlog import data_loss, decode_capturing
 from srcli.errors import InputImageError, OutputError
-from srcli.files import write_atomic
+from srcli.files import read_regular_file, write_atomic
 from srcli.limits import DEFAULT_MAX_PIXELS
 
 # OpenCV logs decoder warnings straight to stderr; srcli reports problems itself, as one line.
@@ -36,7 +34,6 @@ ALPHA_EXTENSIONS = (".png", ".webp", ".tif", ".tiff", ".bmp")
 SUPPORTED = "PNG, JPEG, WebP, BMP or TIFF"
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 # First bytes of formats OpenCV (or a viewer) may decode but srcli does not, to name them in the refusal.
 _UNSUPPORTED = (
@@ -78,7 +75,7 @@ def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.nd
     limit) and within OpenCV's own limit. Each refusal is one InputImageError line naming the file.
     """
     path = Path(path)
-    data = _read_regular_file(path)
+    data = read_regular_file(path, "an image", InputImageError)
     kind = sniff(data)
     if kind is None:
         name = _unsupported_name(data)
@@ -92,7 +89,12 @@ def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.nd
         raise InputImageError(f"{path}: not a readable image (its {kind.upper()} header states no size)")
     _check_pixels(path, *size, max_pixels)
     _check_pixels(path, *size, limits.opencv_limit, "OpenCV's decoder limit")
-    image = _decode(path, data)
+    image = None
+    if kind == "tiff":
+        tiff.check_samples(path, data, *size, max_pixels)
+        image = tiff.decode_grey_alpha(path, data, lambda rewritten: _decode(path, rewritten))
+    if image is None:
+        image = _decode(path, data)
     _check_pixels(path, image.shape[1], image.shape[0], max_pixels)
     if image.dtype not in (np.uint8, np.uint16):
         raise InputImageError(f"{path}: {image.dtype} samples are not supported (8- or 16-bit integers only)")
@@ -103,46 +105,6 @@ def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.nd
     return orient(image, exif_orientation(data))
 
 
-def _read_regular_file(path: Path) -> bytes:
-    """The file's bytes; a FIFO, socket or device is refused before a read could block or never end.
-
-    Opened non-blocking and checked with fstat on the open descriptor, so nothing can be swapped in
-    between the check and the read.
-    """
-    try:
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except FileNotFoundError:
-        raise InputImageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputImageError(f"{path}: is a directory, not an image") from None
-    except OSError as error:
-        raise InputImageError(f"{path}: cannot be read ({error.strerror or error})") from None
-    mode = os.fstat(descriptor).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(descriptor)
-        if stat.S_ISDIR(mode):
-            raise InputImageError(f"{path}: is a directory, not an image")
-        raise InputImageError(f"{path}: is a {_file_kind(mode)}, not a regular file")
-    with os.fdopen(descriptor, "rb") as handle:
-        try:
-            data = handle.read()
-        except OSError as error:
-            raise InputImageError(f"{path}: cannot be read ({error.strerror or error})") from None
-    if not data:
-        raise InputImageError(f"{path}: empty file (0 bytes)")
-    return data
-
-
-def _file_kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "FIFO (named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "device"
-    return "special file"
-
-
 def _check_pixels(path: Path, width: int, height: int, max_pixels: int | None, what: str | None = None) -> None:
     if max_pixels is not None and width * height > max_pixels:
         megapixels = f"{max_pixels / 1e6:g} MP"
@@ -151,57 +113,63 @@ def _check_pixels(path: Path, width: int, height: int, max_pixels: int | None, w
 
 
 def _decode(path: Path, data: bytes) -> np.ndarray:
-    """cv2.imdecode with decoder chatter kept off the terminal and its failures as one line."""
+    """cv2.imdecode with decoder chatter kept off the terminal, its failures as one line, and its warnings
+    that mean lost data (a JPEG cut short with an end marker appended decodes with grey rows) as refusals."""
     try:
-        with _quiet_stderr():
-            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        image, said = decode_capturing(lambda: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))
     except cv2.error as error:
         reason = (error.err or str(error)).strip().splitlines()[0]
         raise InputImageError(f"{path}: not a readable image (OpenCV: {reason})") from None
     if image is None or image.size == 0:
         raise InputImageError(f"{path}: not a readable image ({SUPPORTED} expected)")
+    problem = data_loss(said)
+    if problem:
+        raise InputImageError(f"{path}: truncated or corrupt image data (decoder: {problem})")
     return image
 
 
-_stderr_lock = threading.Lock()
-_stderr_users = 0
-_stderr_saved: int | None = None
-
-
-@contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Point file descriptor 2 at the null device while decoders run: libjpeg and libpng print warnings
-    ("Corrupt JPEG data: 1 extraneous bytes before marker") straight to it, past Python and OpenCV's
-    log level. Counted, so decodes on several threads (training data) restore it only once, at the end."""
-    global _stderr_users, _stderr_saved
-    with _stderr_lock:
-        if _stderr_users == 0:
-            try:
-                _stderr_saved = os.dup(2)
-                null = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(null, 2)
-                os.close(null)
-            except OSError:  # no descriptor 2 (a detached process): nothing to keep quiet
-                _stderr_saved = None
-        _stderr_users += 1
-    try:
-        yield
-    finally:
-        with _stderr_lock:
-            _stderr_users -= 1
-            if _stderr_users == 0 and _stderr_saved is not None:
-                os.dup2(_stderr_saved, 2)
-                os.close(_stderr_saved)
-                _stderr_saved = None
-
-
 def _check_complete(path: Path, data: bytes) -> None:
-    """Refuse files cut short: decoders would otherwise fill the missing rows with grey and carry on."""
-    if data.startswith(_PNG_SIGNATURE) and _PNG_END not in data[-4096:]:
+    """Refuse files cut short: decoders would otherwise fill the missing rows with grey and carry on.
+
+    The end is found by walking the structure, never by looking at the tail: bytes after a PNG's IEND
+    or a JPEG's end-of-image are ignored by the decoders, and so here.
+    """
+    if data.startswith(_PNG_SIGNATURE) and not _png_ends(data):
         raise InputImageError(f"{path}: truncated PNG (no IEND chunk): the file was cut short")
-    # In JPEG entropy-coded data 0xFF is always stuffed, so the last start-of-scan must be followed by an end.
-    if data.startswith(b"\xff\xd8") and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+    if data.startswith(b"\xff\xd8") and not _jpeg_ends(data):
         raise InputImageError(f"{path}: truncated JPEG (no end-of-image marker): the file was cut short")
+
+
+def _png_ends(data: bytes) -> bool:
+    """Whether the chunks, each within the file, reach an IEND."""
+    position = 8
+    while position + 12 <= len(data):
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        if kind == b"IEND":
+            return True
+        position += 12 + length
+    return False
+
+
+# A marker as libjpeg's next_marker() finds one: fill 0xFF bytes skipped, and 0xFF 0x00 (a stuffed byte in
+# entropy-coded data) and restart markers passed over; junk between segments is skipped as libjpeg does.
+_JPEG_MARKER = re.compile(rb"\xff+([^\x00\xd0-\xd7\xff])")
+
+
+def _jpeg_ends(data: bytes) -> bool:
+    """Whether the file reaches an end-of-image marker: segments (tables, scan headers) are stepped over
+    by their lengths, entropy-coded data is searched for the next marker (progressive files have many scans)."""
+    position = 2
+    while found := _JPEG_MARKER.search(data, position):
+        marker, position = found.group(1)[0], found.end()
+        if marker == 0xD9:
+            return True
+        if marker in (0x01, 0xD8):  # TEM, SOI: no length
+            continue
+        if position + 2 > len(data):
+            return False
+        position += struct.unpack(">H", data[position : position + 2])[0]
+    return False
 
 
 def _check_still(path: Path, kind: str, data: bytes) -> None:
@@ -244,7 +212,7 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     None when the header cannot be read; the decoded size is then checked instead.
     """
     try:
-        for reader in (_png_size, _jpeg_size, _webp_size, _bmp_size, _tiff_size):
+        for reader in (_png_size, _jpeg_size, _webp_size, _bmp_size, tiff.size):
             size = reader(data)
             if size is not None:
                 return size
@@ -380,25 +348,6 @@ def _bmp_size(data: bytes) -> tuple[int, int] | None:
         return struct.unpack("<HH", data[18:22])
     width, height = struct.unpack("<ii", data[18:26])
     return abs(width), abs(height)  # a negative height means rows stored top-down
-
-
-def _tiff_size(data: bytes) -> tuple[int, int] | None:
-    """ImageWidth and ImageLength of the first image (IFD) of a classic TIFF."""
-    if data[:4] not in (b"II*\x00", b"MM\x00*"):
-        return None
-    order = "<" if data[:2] == b"II" else ">"
-    ifd = struct.unpack(order + "I", data[4:8])[0]
-    (count,) = struct.unpack(order + "H", data[ifd : ifd + 2])
-    found: dict[int, int] = {}
-    for index in range(count):
-        tag, kind = struct.unpack(order + "HH", data[ifd + 2 + 12 * index : ifd + 6 + 12 * index])
-        value_at = ifd + 10 + 12 * index
-        if tag in (256, 257) and kind in (3, 4):  # SHORT or LONG, stored in the entry itself
-            width = 2 if kind == 3 else 4
-            found[tag] = struct.unpack(order + ("H" if kind == 3 else "I"), data[value_at : value_at + width])[0]
-    if 256 in found and 257 in found:
-        return found[256], found[257]
-    return None
 
 
 # --- EXIF orientation --------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 srcli refuses an oversized image from its header, before decoding (srcli.imageio). As a second wall,
 OpenCV's decoders refuse images over OPENCV_IO_MAX_IMAGE_PIXELS; OpenCV reads that variable once, when
-the cv2 module loads, so `load_opencv` (called by srcli/__init__.py, before any srcli module imports cv2)
+the cv2 module loads, so `load_opencv` (before any srcli module imports cv2)
 sets it to srcli's default limit for the load only. `import srcli` loads no OpenCV: the command line's
 entry point calls `load_opencv` with its arguments, the Python API before its first use. A command line
 that sets --max-pixels (raising or removing srcli's limit for that run) keeps OpenCV's own default wall

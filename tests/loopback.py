@@ -3,7 +3,8 @@
 Tests add files (`server.add(path, data)`), optionally make the first request for a path stop after
 some bytes (`drop_after`), ignore Range (`ignore_range`), send no Content-Length and stream the body
 `repeat` times (`no_length`), or call `on_resume` when a Range request comes and then hold it open
-until the server closes; and read back what was asked (`requests`).
+until the server closes, or send one byte every `trickle` seconds (a stalled mirror); and read back what
+was asked (`requests`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Served:
     no_length: bool = False
     repeat: int = 1
     on_resume: Callable[[], None] | None = None
+    trickle: float | None = None
 
 
 @dataclass
@@ -57,9 +59,11 @@ class FileServer:
     closing: threading.Event = field(default_factory=threading.Event)
 
     def add(self, path: str, data: bytes, *, drop_after: int | None = None, ignore_range: bool = False,
-            no_length: bool = False, repeat: int = 1, on_resume: Callable[[], None] | None = None) -> str:
+            no_length: bool = False, repeat: int = 1, on_resume: Callable[[], None] | None = None,
+            trickle: float | None = None) -> str:
         """Serve `data` at `path`; returns its full URL."""
-        self.files["/" + path.lstrip("/")] = Served(data, drop_after, ignore_range, no_length, repeat, on_resume)
+        self.files["/" + path.lstrip("/")] = Served(data, drop_after, ignore_range, no_length, repeat, on_resume,
+                                                    trickle)
         return self.url(path)
 
     def url(self, path: str = "") -> str:
@@ -115,6 +119,9 @@ def _handler_for(server: FileServer) -> type[BaseHTTPRequestHandler]:
             else:
                 self._status(200, asked)
             body = data[start:]
+            if served.trickle is not None:
+                self._trickle(body, served.trickle, served.no_length)
+                return
             if served.no_length:
                 self._stream(body, served.repeat)
                 return
@@ -139,6 +146,20 @@ def _handler_for(server: FileServer) -> type[BaseHTTPRequestHandler]:
                 for _ in range(repeat):
                     self.wfile.write(body)
             except (BrokenPipeError, ConnectionResetError):  # the client stopped reading: what is tested
+                pass
+
+        def _trickle(self, body: bytes, interval: float, no_length: bool) -> None:
+            """One byte every `interval` seconds, until the client hangs up or the server closes."""
+            self.send_header(*(("Connection", "close") if no_length else ("Content-Length", str(len(body)))))
+            self.end_headers()
+            self.close_connection = True
+            try:
+                for index in range(len(body)):
+                    self.wfile.write(body[index : index + 1])
+                    self.wfile.flush()
+                    if server.closing.wait(interval):
+                        return
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up: what is tested
                 pass
 
         def _status(self, code: int, asked: str | None) -> None:

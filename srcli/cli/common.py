@@ -24,7 +24,7 @@ from rich.progress import (
 )
 
 from srcli.cli.hints import usage_hint
-from srcli.errors import SrcliError
+from srcli.errors import SrcliError, printable
 
 if TYPE_CHECKING:  # the core (and torch) loads when a command runs, never for --help
     from srcli import download
@@ -46,7 +46,7 @@ STATE = _State()
 def print_error(message: str) -> None:
     """One `error:` line. The message is text, never markup: it quotes file names such as
     `holiday [draft].png` or `a[/i]b.png`, which rich would otherwise eat or choke on."""
-    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(printable(message))}", soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

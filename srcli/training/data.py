@@ -13,6 +13,8 @@ import json
 import os
 import queue
 import threading
+import zipfile
+import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ import numpy as np
 
 from srcli.datasets import prepare
 from srcli.errors import InputImageError, TrainingError
-from srcli.files import atomic_path, write_atomic
+from srcli.files import atomic_path, is_hidden, write_atomic
 from srcli.imageio import read_image, to_8bit
 from srcli.metrics import rgb_to_y
 from srcli.resize import downscale, imresize, modcrop
@@ -39,6 +41,11 @@ def _is_lr_folder(relative: Path) -> bool:
     return any(part.startswith("LR_") or "_LR_" in part for part in relative.parts[:-1])
 
 
+def _skipped(relative: Path) -> bool:
+    """LR folders, and dotfiles or dot-folders (macOS `._name` resource forks, `.thumbnails/`): not HR images."""
+    return _is_lr_folder(relative) or any(is_hidden(Path(part)) for part in relative.parts)
+
+
 def find_images(folders: Iterable[str | Path]) -> list[Path]:
     """Every PNG/BMP/JPEG under the folders (recursive; LR folders skipped), sorted so runs see one order."""
     images: list[Path] = []
@@ -49,7 +56,7 @@ def find_images(folders: Iterable[str | Path]) -> list[Path]:
         if root.is_file():
             candidates = [root]
         else:
-            candidates = [p for p in root.rglob("*") if p.is_file() and not _is_lr_folder(p.relative_to(root))]
+            candidates = [p for p in root.rglob("*") if p.is_file() and not _skipped(p.relative_to(root))]
         found = sorted(p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES)
         if not found:
             raise TrainingError(f"data folder {root} holds no PNG, BMP, JPEG, WebP or TIFF image")
@@ -116,6 +123,35 @@ def _load_npz(path: Path) -> list[np.ndarray]:
         return [archive[f"arr_{i}"] for i in range(len(archive.files))]
 
 
+def _load_cached(index: Path, paths: dict, mode: str, scales: list[int]) -> TrainingData | None:
+    """The cached data, or None when any file of the entry is unreadable (a run killed mid-write on a file
+    system without atomic rename, a full disk, a copy cut short) or its arrays do not fit together:
+    a damaged entry is rebuilt instead of failing every later run the same way."""
+    try:
+        names = json.loads(index.read_text())["names"]
+        data = TrainingData(mode, names, _load_npz(paths["hr"]), {s: _load_npz(paths[s]) for s in scales})
+    except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile, zlib.error):
+        return None
+    return data if _fits(data) else None
+
+
+def _fits(data: TrainingData) -> bool:
+    """Whether every LR is the size its HR asks for, in the dtype and layout the mode stores."""
+    if not data.hr or any(len(lows) != len(data.hr) for lows in data.lr.values()) or len(data.names) != len(data.hr):
+        return False
+    kind, ndim = (np.float32, 2) if data.mode == "ilr" else (np.uint8, 3)
+    for scale, lows in data.lr.items():
+        for hr, lr in zip(data.hr, lows, strict=True):
+            height, width = hr.shape[:2]
+            wanted = (height - height % scale, width - width % scale) if data.mode == "ilr" else (
+                height // scale, width // scale, 3)
+            if hr.dtype != kind or lr.dtype != kind or hr.ndim != ndim or lr.shape != wanted:
+                return False
+            if ndim == 3 and hr.shape[2] != 3:
+                return False
+    return True
+
+
 def own_lr_path(hr_path: Path, scale: int) -> Path | None:
     """The LR a set ships beside its HR: DIV2K (X_HR/0001.png -> X_LR_bicubic/X2/0001x2.png) or the
     benchmark layout (HR/a.png -> LR_bicubic/X2/ax2.png); None when there is none."""
@@ -180,11 +216,12 @@ def load_training_data(
         cache_paths = {"hr": cache_dir / f"{key}-hr.npz", **{s: cache_dir / f"{key}-x{s}.npz" for s in scales}}
         index = cache_dir / f"{key}.json"
         if index.exists() and all(p.exists() for p in cache_paths.values()):
-            names = json.loads(index.read_text())["names"]
-            emit(Note(f"loaded {len(names)} decoded images from the cache {cache_dir}"))
-            return TrainingData(
-                mode, names, _load_npz(cache_paths["hr"]), {s: _load_npz(cache_paths[s]) for s in scales}
-            )
+            cached = _load_cached(index, cache_paths, mode, scales)
+            if cached is not None:
+                emit(Note(f"loaded {len(cached)} decoded images from the cache {cache_dir}"))
+                return cached
+            emit(TrainWarning(f"the cache entry {index.with_suffix('')}-* is damaged (cut short or of the wrong "
+                              "shape): rebuilding it"))
     emit(Note(f"decoding {len(files)} images and making x{'/x'.join(map(str, scales))} LR"))
     workers = threads if threads > 0 else max(1, min(16, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -15,6 +15,7 @@ from torch import nn
 
 from srcli import zoo
 from srcli.errors import CheckpointError, UnknownArchitectureError
+from srcli.files import require_regular_file
 from srcli.models import ModelSpec, load_tensors, normalise_state_dict
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
@@ -37,8 +38,7 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    require_regular_file(path, "a checkpoint file", CheckpointError)  # a FIFO or a device would hang torch.load
     if path.suffix.lower() == ".safetensors":
         return _read_safetensors(path)
     try:
