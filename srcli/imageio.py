@@ -10,6 +10,7 @@ so a 35-byte GIF that claims 30000x30000 pixels costs nothing.
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ import numpy as np
 from srcli import limits, tiff
 from srcli.decoderlog import data_loss, decode_capturing
 from srcli.errors import InputImageError, OutputError
-from srcli.files import read_regular_file, write_atomic
+from srcli.files import open_regular_file, read_regular_file, write_atomic
 from srcli.limits import DEFAULT_MAX_PIXELS
 
 # OpenCV logs decoder warnings straight to stderr; srcli reports problems itself, as one line.
@@ -317,11 +318,11 @@ def jpeg_quality(data: bytes) -> int | None:
 
 def jpeg_file_quality(path: Path, limit: int = 1 << 18) -> int | None:
     """`jpeg_quality` of a file from its header (the tables come before the image data); None when unreadable."""
-    try:
-        with open(path, "rb") as handle:
+    try:  # opened as every input is: a FIFO or a device named as an input must not block this look
+        with os.fdopen(open_regular_file(path, "an image", InputImageError), "rb") as handle:
             head = handle.read(2)
             return jpeg_quality(head + handle.read(limit)) if head == b"\xff\xd8" else None
-    except OSError:
+    except (OSError, InputImageError):
         return None
 
 

@@ -94,3 +94,11 @@ def test_what_an_embedded_model_undoes_is_its_manifest_s_to_say(tmp_path, checkp
     assert bicubic.bicubic_trained and not real.bicubic_trained
     assert {e.name: e.degradation for e in weights.read_manifest(tmp_path)} == {"mine-bicubic": "bicubic",
                                                                               "mine-real": "real"}
+
+
+def test_the_quality_look_never_blocks_on_a_fifo(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    assert jpeg_file_quality(fifo) is None  # returns at once: no writer is ever attached
