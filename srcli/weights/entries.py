@@ -2,7 +2,7 @@
 
 One entry holds everything known about a file (address, sha256, size, the preset that loads it, the
 scores it reaches), in the spirit of torchvision's weights API, so `srcli models` prints the catalogue
-and a test checks every entry. Two sources:
+and a test checks every entry. The sources:
 
 - "official": the EDSR-PyTorch files, downloaded on first use into `data_home()/weights`
   (mirror first when $SRCLI_MIRROR or `mirror=` is set), verified by sha256;
