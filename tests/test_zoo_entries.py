@@ -141,3 +141,16 @@ def test_models_json_carries_every_zoo_fact(srcli_home, cli):
     assert record["origin"].startswith("OpenModelDB/open-model-database@") and record["degradation"] == "real"
     assert records["ditn-real-x4"]["audience"] == ["tests"]
     assert records["srcli-mdsr-baseline"]["degradation"] == "bicubic"
+
+
+@pytest.mark.skipif(not zoo.available(), reason='spandrel is not installed (pip install "srcli[zoo]")')
+def test_the_api_loads_a_zoo_name_through_the_mirror_from_the_environment(srcli_home, file_server, dead_url,
+                                                                         monkeypatch):
+    import srcli
+
+    _offline_zoo(monkeypatch, dead_url)
+    mirror, _ = _serve(file_server, "realesrgan-animevideo-xsx4", "compact_xsx4.pth")
+    monkeypatch.setenv("SRCLI_MIRROR", mirror)
+    model = srcli.load("realesrgan-animevideo-xsx4")
+    image = np.random.default_rng(9).integers(0, 256, (12, 14, 3), dtype=np.uint8)
+    assert model.scale == 4 and model.upscale(image).shape == (48, 56, 3)
