@@ -10,6 +10,7 @@ so a 35-byte GIF that claims 30000x30000 pixels costs nothing.
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ import numpy as np
 from srcli import limits, tiff
 from srcli.decoderlog import data_loss, decode_capturing
 from srcli.errors import InputImageError, OutputError
-from srcli.files import read_regular_file, write_atomic
+from srcli.files import open_regular_file, read_regular_file, write_atomic
 from srcli.limits import DEFAULT_MAX_PIXELS
 
 # OpenCV logs decoder warnings straight to stderr; srcli reports problems itself, as one line.
@@ -271,6 +272,58 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
             height, width = struct.unpack(">HH", data[start + 1 : start + 5])
             return width, height
     return None
+
+
+# The IJG (libjpeg) luminance quantisation table at quality 50, in zigzag order as a DQT segment stores it.
+_IJG_LUMINANCE = (
+    16, 11, 12, 14, 12, 10, 16, 14, 13, 14, 18, 17, 16, 19, 24, 40, 26, 24, 22, 22, 24, 49, 35, 37, 29, 40, 58, 51,
+    61, 60, 57, 51, 56, 55, 64, 72, 92, 78, 64, 68, 87, 69, 55, 56, 80, 109, 81, 87, 95, 98, 103, 104, 103, 62, 77,
+    113, 121, 112, 100, 120, 92, 101, 103, 99,
+)
+
+
+def _ijg_table(quality: int) -> tuple[int, ...]:
+    """The luminance table libjpeg writes at `quality` (jpeg_quality_scaling; baseline: at most 255)."""
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return tuple(min(max((value * scale + 50) // 100, 1), 255) for value in _IJG_LUMINANCE)
+
+
+def _luminance_table(data: bytes) -> tuple[int, ...] | None:
+    """Quantisation table 0 (luma, by convention) from the DQT segments, in stored (zigzag) order."""
+    for marker, start, length in _jpeg_segments(data):
+        body = data[start : start + length]
+        while marker == 0xDB and len(body) >= 65:
+            precision, table = body[0] >> 4, body[0] & 0x0F
+            size = 128 if precision else 64
+            if len(body) < 1 + size:
+                break
+            values = body[1 : 1 + size]
+            if table == 0:
+                return tuple(struct.unpack(">64H", values)) if precision else tuple(values)
+            body = body[1 + size :]
+    return None
+
+
+def jpeg_quality(data: bytes) -> int | None:
+    """The libjpeg quality (1-100) whose luminance table is nearest the file's, or None for anything that is not
+    a JPEG with a luminance table. Why: a low figure says the image carries JPEG artefacts that a model trained
+    only on bicubic downscaling will sharpen rather than remove."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    table = _luminance_table(data)
+    if table is None:
+        return None
+    return min(range(1, 101), key=lambda q: (sum(abs(a - b) for a, b in zip(_ijg_table(q), table, strict=True)), -q))
+
+
+def jpeg_file_quality(path: Path, limit: int = 1 << 18) -> int | None:
+    """`jpeg_quality` of a file from its header (the tables come before the image data); None when unreadable."""
+    try:  # opened as every input is: a FIFO or a device named as an input must not block this look
+        with os.fdopen(open_regular_file(path, "an image", InputImageError), "rb") as handle:
+            head = handle.read(2)
+            return jpeg_quality(head + handle.read(limit)) if head == b"\xff\xd8" else None
+    except (OSError, InputImageError):
+        return None
 
 
 def _webp_size(data: bytes) -> tuple[int, int] | None:

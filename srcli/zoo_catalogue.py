@@ -16,6 +16,11 @@ from importlib import resources
 # Tags in the order `by_purpose` lists them; the JSON may use no others.
 TAGS = ("photo", "anime", "jpeg", "denoise", "deblur", "1x", "real-world", "grey")
 AUDIENCES = ("users", "tests")
+# What a listing groups an entry under, first match wins: a 1x restorer runs before an upscaler whatever it
+# restores, and an anime model is chosen for the content before the damage.
+PURPOSES = {"1x": "1x, restore first (--pre)", "anime": "anime, drawings", "photo": "photos",
+            "jpeg": "JPEG artefacts", "denoise": "noise"}
+_PURPOSE_ORDER = ("1x", "anime", "photo", "jpeg", "denoise")
 
 
 @dataclass(frozen=True)
@@ -68,3 +73,8 @@ def by_purpose(audience: str | None = "users") -> dict[str, tuple[CatalogueEntry
     chosen = [e for e in entries() if audience is None or audience in e.audience]
     groups = {tag: tuple(e for e in chosen if tag in e.tags) for tag in TAGS}
     return {tag: group for tag, group in groups.items() if group}
+
+
+def purpose(tags: tuple[str, ...] | list[str]) -> str:
+    """The one group a listing shows an entry in (a `PURPOSES` key), or 'other'."""
+    return next((tag for tag in _PURPOSE_ORDER if tag in tags), "other")

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the catalogue imports torch: loaded when a command runs
+    from srcli.weights import Weights
 
 _INPUTS = "inputs are arguments: srcli upscale photo.png (files, folders or globs)"
 
@@ -53,3 +59,31 @@ def _value_of(flags: tuple[str, ...], argv: list[str]) -> str | None:
         elif token.startswith("-s") and not token.startswith("--") and len(token) > 2:
             value = token[2:]
     return value
+
+
+LOW_JPEG_QUALITY = 90  # below this, 8x8 blocks and ringing are visible enough for a bicubic-trained model to sharpen
+
+
+def jpeg_note(paths: Iterable[Path], entry: Weights | None, scale: int) -> str:
+    """One line for a run whose bicubic-trained model meets a low-quality JPEG (the first found): what it will not
+    undo, and which catalogue model or restorer would; '' when none applies. Whether the model is bicubic-trained
+    is its catalogue entry's to say; a file without an entry gets no note."""
+    from srcli.imageio import jpeg_file_quality
+    from srcli.weights.entries import real_world_choices
+
+    if entry is None or not entry.bicubic_trained:
+        return ""
+    found = next(((path, q) for path in paths if (q := jpeg_file_quality(path)) is not None and q < LOW_JPEG_QUALITY),
+                 None)
+    if found is None:
+        return ""
+    model, restorer = real_world_choices("jpeg", scale)
+    tries = []
+    if model is not None:
+        outscale = "" if scale in model.scales else f" --outscale {scale}"
+        tries.append(f"--model {model.name}{outscale}")
+    if restorer is not None:
+        tries.append(f"--pre {restorer.name}")
+    advice = f": try {', or '.join(tries)}" if tries else ""
+    return (f"{found[0].name} looks like a quality-{found[1]} JPEG; srcli's own models undo bicubic downscaling, "
+            f"not JPEG artefacts{advice}")

@@ -53,7 +53,7 @@ def _catalogue_table(entries: list[weights.Weights]) -> Table:
     """Fits 80 columns (CI logs, pipes): the name says the architecture; DIV2K and Set14 scores are in --json."""
     from srcli import weights
 
-    table = Table(title="srcli pretrained models (Set5 PSNR, Y channel)", title_justify="left",
+    table = Table(title="srcli pretrained models, bicubic-trained (Set5 PSNR, Y channel)", title_justify="left",
                   box=box.SIMPLE_HEAD, show_edge=False, header_style="bold", caption_justify="left")
     table.add_column("name", no_wrap=True)
     for scale in _TABLE_SCALES:
@@ -78,6 +78,34 @@ def _catalogue_table(entries: list[weights.Weights]) -> Table:
     return table
 
 
+_GROUP_ORDER = ("photo", "anime", "jpeg", "denoise", "1x", "other")
+_UNDOES = {"jpeg": "JPEG", "denoise": "noise", "deblur": "blur"}  # tags that say what damage a model removes
+
+
+def _zoo_table(entries: list[weights.Weights], hidden: int) -> Table:
+    """Third-party models by what they are for: one row each, in its group, with licence and size."""
+    from srcli import zoo_catalogue
+
+    table = Table(title=escape('real-world models, third-party (read by spandrel: pip install "srcli[zoo]")'),
+                  title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold",
+                  caption_justify="left")
+    for header in ("name", "undoes", "licence", "size", "status"):  # the scale is in every name (and --json)
+        table.add_column(header, justify="right" if header == "size" else "left", no_wrap=True)
+    groups = {group: [e for e in entries if zoo_catalogue.purpose(e.tags) == group] for group in _GROUP_ORDER}
+    for group, members in ((g, m) for g, m in groups.items() if m):
+        table.add_row(f"[bold underline]{escape(zoo_catalogue.PURPOSES.get(group, group))}[/]")
+        for entry in members:
+            status = entry.status()
+            undoes = " ".join(word for tag, word in _UNDOES.items() if tag in entry.tags)
+            table.add_row(entry.name, undoes, escape(entry.license),
+                          _megabytes(entry.bytes), f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]")
+    lines = ["srcli's own models above undo bicubic downscaling only; these were trained on real damage"]
+    if hidden:
+        lines.append(f"{hidden} test fixture(s) not shown: srcli models --all")
+    table.caption = "\n".join(lines)
+    return table
+
+
 def _import_providers() -> None:
     for module in PROVIDERS:
         importlib.import_module(module)
@@ -89,8 +117,10 @@ def models_command(
         None, "--inspect", metavar="FILE",
         help="Describe a weights file instead: architecture, scale, parameters, tiling, precisions.",
     ),
+    show_all: bool = typer.Option(False, "--all", help="Also list the test fixtures among third-party models."),
 ) -> None:
-    """List the pretrained models: official EDSR-PyTorch files and srcli's own embedded ones.
+    """List the pretrained models: srcli's own and the official EDSR-PyTorch files (trained to undo bicubic
+    downscaling), then third-party real-world models by what they are for (photos, anime, JPEG, noise, 1x).
 
     Status: [cyan]embedded[/] ships with srcli, [green]cached[/] is downloaded, remote downloads on first use;
     bicubic (built-in) is the MATLAB-exact resize, a method with no weights.
@@ -119,7 +149,12 @@ def models_command(
     if as_json:
         typer.echo(json.dumps([_as_record(entry) for entry in entries], indent=2))
         return
-    console.print(_catalogue_table(entries))
+    console.print(_catalogue_table([e for e in entries if e.source != weights.entries.ZOO]))
+    third_party = [e for e in entries if e.source == weights.entries.ZOO]
+    shown = [e for e in third_party if show_all or "users" in e.audience]
+    if shown:
+        console.print()
+        console.print(_zoo_table(shown, len(third_party) - len(shown)))
 
 def download_command(
     names: list[str] = typer.Argument(

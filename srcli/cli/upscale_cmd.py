@@ -22,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from srcli.cli.common import Border, Device, check_placement, console, download_progress, print_error, stdout
+from srcli.cli.hints import jpeg_note
 from srcli.errors import SrcliError
 from srcli.limits import DEFAULT_MAX_PIXELS
 from srcli.options import UpscaleOptions
@@ -176,6 +177,9 @@ def upscale_command(
     in [bold]<folder>_x<scale>/[/] for a folder, or under [bold]-o[/].
     Existing outputs are never replaced silently, and inputs never.
 
+    srcli's own models undo [bold]bicubic downscaling[/], not JPEG artefacts or noise: for real photos use a
+    real-world model (`srcli models`: --model realesr-general-x4v3) or restore first (--pre).
+
     [bold]Examples[/]
 
       srcli upscale photo.png --scale 4 -v     (-> photo_x4.png; -v: the plan)
@@ -251,6 +255,8 @@ def _upscale(shard: Shard, inputs: list[str], resolved: weights.ResolvedModel, s
     if shard.rank == 0:
         for problem in problems:
             _report_failure(problem)
+        if note := jpeg_note((job.source for job in jobs), resolved.entry, scale):
+            console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True, highlight=False)
         if not lone:
             _announce(len(jobs), label, scale, resolved.name, upscaler, shard)
     results = _run_with_progress(mine, upscaler, outputs, lone, shard)

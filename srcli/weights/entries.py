@@ -2,12 +2,14 @@
 
 One entry holds everything known about a file (address, sha256, size, the preset that loads it, the
 scores it reaches), in the spirit of torchvision's weights API, so `srcli models` prints the catalogue
-and a test checks every entry. Two sources:
+and a test checks every entry. The sources:
 
 - "official": the EDSR-PyTorch files, downloaded on first use into `data_home()/weights`
   (mirror first when $SRCLI_MIRROR or `mirror=` is set), verified by sha256;
 - "embedded": models this project trained, shipped inside the package (`weights/manifest.json`
-  in the repository, `srcli/_weights/manifest.json` in a wheel), usable with no network.
+  in the repository, `srcli/_weights/manifest.json` in a wheel), usable with no network;
+- "zoo": public third-party files (srcli/zoo_catalogue.json: Real-ESRGAN, BSRGAN, SwinIR, ...), downloaded and
+  verified like the official ones, read by spandrel (the `srcli[zoo]` extra).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from srcli import download
+from srcli import download, zoo_catalogue
 from srcli.errors import CheckpointError
 from srcli.files import write_atomic
 from srcli.models import (
@@ -37,8 +39,11 @@ from srcli.models import (
     normalise_state_dict,
     parameter_count,
 )
+from srcli.models.spec import Architecture, KeyCondition
 from srcli.weights.checkpoints import read_state_dict
 
+BICUBIC = "bicubic"
+ZOO = "zoo"
 DEFAULT_SCALES = (2, 3, 4)  # what srcli's own models serve, and what eval scores when no scale is given
 OFFICIAL_BASE = "https://cv.snu.ac.kr/research/EDSR/models/"
 MANIFEST = "manifest.json"
@@ -64,9 +69,9 @@ class Weights:
     filename: str
     sha256: str
     bytes: int
-    parameters: int  # trainable, as the papers count them; a test rebuilds every preset to check
-    source: str  # "official", "embedded" or "builtin" (a method with no file: bicubic)
-    url: str | None = None  # official address (a mirror holds the file under the same name)
+    parameters: int | None  # trainable, as the papers count them (a test rebuilds every preset); None: not known
+    source: str  # "official", "embedded", "zoo" or "builtin" (a method with no file: bicubic)
+    url: str | None = None  # official address (a mirror holds the file under its last path segment)
     path: Path | None = None  # embedded file
     metrics: dict[str, dict[int, Score]] = field(default_factory=dict)  # set -> scale -> score
     metrics_note: str = ""
@@ -74,14 +79,28 @@ class Weights:
     steps: int | None = None
     data: str | None = None
     description: str = ""
+    degradation: str = BICUBIC  # what it was trained to undo: "bicubic" (the papers' LR), "real" (blur, noise,
+    # JPEG...), "none" (a method), "unknown"; the upscale note about JPEG inputs reads it
+    alternates: tuple[str, ...] = ()  # further addresses of the same bytes, tried after `url`
+    license: str = ""
+    author: str = ""
+    tags: tuple[str, ...] = ()  # zoo_catalogue.TAGS: what a third-party model is for
+    audience: tuple[str, ...] = ("users",)  # ("tests",) alone: a shared test fixture, left out of listings
+    origin: str = ""  # where the facts come from (an OpenModelDB record, or repository@commit:path)
 
     @property
     def arch(self) -> str:
         return PRESETS[self.preset][0] if self.preset in PRESETS else self.preset
 
     @property
+    def bicubic_trained(self) -> bool:
+        return self.degradation == BICUBIC
+
+    @property
     def spec(self) -> ModelSpec:
         """What the file holds, as known before it is read (its preset completed by its config)."""
+        if self.source == ZOO:
+            return ModelSpec(_listed_architecture(self.preset), dict(self.config), layout="spandrel")
         preset = PRESETS[self.preset][1] if self.preset in PRESETS else {}
         return ModelSpec(architecture(self.preset), {**preset, **self.config})
 
@@ -119,7 +138,9 @@ class Weights:
                 for dataset, per_scale in self.metrics.items()
             },
             "metrics_note": self.metrics_note, "recipe": self.recipe, "steps": self.steps, "data": self.data,
-            "description": self.description,
+            "description": self.description, "degradation": self.degradation, "alternates": list(self.alternates),
+            "license": self.license or None, "author": self.author or None, "tags": list(self.tags),
+            "audience": list(self.audience), "origin": self.origin or None,
         }
 
     def psnr(self, dataset: str, scale: int) -> float | None:
@@ -198,12 +219,54 @@ _BICUBIC_SCORES = {"Set5": ((33.661, 0.9299), (30.392, 0.8682), (28.421, 0.8104)
 BUILTINS: tuple[Weights, ...] = (
     Weights(
         name=bicubic.NAME, preset=bicubic.NAME, config={}, scales=DEFAULT_SCALES, filename="", sha256="", bytes=0,
-        parameters=0, source=BUILTIN,
+        parameters=0, source=BUILTIN, degradation="none",
         metrics={dataset: {s: Score(*row[s - 2]) for s in DEFAULT_SCALES} for dataset, row in _BICUBIC_SCORES.items()},
         metrics_note="srcli eval --model bicubic: Y of the HR, MATLAB bicubic down and up (the paper's Bicubic column)",
         description="MATLAB-exact bicubic (srcli.resize.imresize, double precision); any scale; no weights",
     ),
 )
+
+
+# --- public third-party files (srcli/zoo_catalogue.json), read by spandrel -----------------------------
+
+_REAL_TAGS = frozenset({"real-world", "jpeg", "denoise", "deblur"})
+
+
+def _listed_architecture(name: str) -> Architecture:
+    """What is known of a third-party architecture before spandrel reads the file: its name and scale, enough
+    to check a scale before anything is downloaded. The file itself is read by srcli.zoo."""
+
+    def unread(*args: Any, **kwargs: Any) -> Any:
+        raise CheckpointError(f"{name} files are read by spandrel once downloaded")
+
+    return Architecture(name=name, module=unread, presets={}, recognise=KeyCondition.has_any(), detect=unread,
+                        scales=lambda config: (int(config["scale"]),), pixel_max=1.0, source="spandrel")
+
+
+def _zoo_entry(listed: zoo_catalogue.CatalogueEntry) -> Weights:
+    primary, *others = listed.url
+    return Weights(
+        name=listed.name, preset=listed.architecture, config={"scale": listed.scale}, scales=(listed.scale,),
+        filename=primary.rsplit("/", 1)[-1], sha256=listed.sha256, bytes=listed.bytes, parameters=None,
+        source=ZOO, url=primary, alternates=tuple(others), description=f"{listed.title}: {listed.purpose}",
+        degradation="real" if _REAL_TAGS & set(listed.tags) else "unknown", license=listed.license,
+        author=listed.author, tags=listed.tags, audience=listed.audience, origin=listed.source,
+    )
+
+
+ZOO_ENTRIES: tuple[Weights, ...] = tuple(_zoo_entry(listed) for listed in zoo_catalogue.entries())
+
+
+def real_world_choices(tag: str, scale: int) -> tuple[Weights | None, Weights | None]:
+    """What to suggest for an input with `tag` damage (jpeg, denoise) that a bicubic-trained model would keep:
+    the smallest offered upscaler trained on it, at `scale` when one is (else any), and the smallest 1x restorer
+    for it (to run first). Smallest: the quickest download and run, for a first try."""
+    offered = [e for e in ZOO_ENTRIES if "users" in e.audience and tag in e.tags]
+    upscalers = [e for e in offered if e.scales != (1,)]
+    native = [e for e in upscalers if scale in e.scales]
+    model = min(native or upscalers, key=lambda e: e.bytes, default=None)
+    restorer = min((e for e in offered if e.scales == (1,)), key=lambda e: e.bytes, default=None)
+    return model, restorer
 
 
 # --- the project's own embedded models (weights/manifest.json) -------------------------------------
@@ -235,7 +298,7 @@ def _manifest_entry(raw: dict[str, Any], folder: Path) -> Weights:
         metrics=metrics,
         metrics_note=str(raw.get("metrics_note", "measured by `srcli eval` (Y channel, shave=scale)")),
         recipe=raw.get("recipe"), steps=raw.get("steps"), data=raw.get("data"),
-        description=str(raw.get("description", "")),
+        description=str(raw.get("description", "")), degradation=str(raw.get("degradation", BICUBIC)),
     )
 
 
@@ -257,9 +320,9 @@ def embedded() -> list[Weights]:
 
 
 def catalogue() -> dict[str, Weights]:
-    """Every known pretrained file by name: embedded (project-trained) first, then official."""
+    """Every known pretrained file by name: embedded (project-trained) first, then official, built-in and zoo."""
     entries: dict[str, Weights] = {}
-    for entry in (*embedded(), *OFFICIAL, *BUILTINS):
+    for entry in (*embedded(), *OFFICIAL, *BUILTINS, *ZOO_ENTRIES):
         if entry.name in entries:
             raise CheckpointError(f"weights manifest: the name {entry.name!r} is used twice")
         entries[entry.name] = entry
@@ -298,11 +361,13 @@ def embed(
     data: str | None = None,
     metrics: dict[str, dict[int, dict[str, float]]] | None = None,
     description: str = "",
+    degradation: str = BICUBIC,
 ) -> Weights:
     """Add a trained checkpoint to `folder`'s manifest as a plain, official-layout state dict.
 
     The file is saved as `<name>-<sha256[:8]>.pt` (torch.hub naming); an entry with the same name
-    is replaced. Manifest and file are written atomically.
+    is replaced. Manifest and file are written atomically. `degradation` is what the model was trained to undo
+    ("bicubic", or "real" for a real-degradation recipe): `srcli upscale`'s note about JPEG inputs reads it.
     """
     state = read_state_dict(checkpoint)
     spec, tensors = normalise_state_dict(state)
@@ -324,7 +389,7 @@ def embed(
         "name": name, "file": filename, "preset": preset, "config": spec.config,
         "scales": list(scales or spec.scales), "sha256": sha256, "bytes": len(serialised),
         "parameters": parameter_count(model),
-        "recipe": recipe, "steps": steps, "data": data, "description": description,
+        "recipe": recipe, "steps": steps, "data": data, "description": description, "degradation": degradation,
         "metrics": {
             dataset: {str(s): dict(score) for s, score in per_scale.items()}
             for dataset, per_scale in (metrics or {}).items()

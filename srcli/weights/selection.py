@@ -9,12 +9,12 @@ from pathlib import Path
 
 from torch import nn
 
-from srcli import download
+from srcli import download, zoo
 from srcli.errors import CheckpointError, DownloadError, ScaleError, SrcliError, UnknownModelError
 from srcli.files import sha256_file
 from srcli.models import ModelSpec
 from srcli.weights.checkpoints import CHECKPOINT_SUFFIXES, load_checkpoint
-from srcli.weights.entries import DEFAULT_SCALES, Weights, catalogue, default_model, embedded, find
+from srcli.weights.entries import DEFAULT_SCALES, ZOO, Weights, catalogue, default_model, embedded, find
 
 
 @dataclass
@@ -64,9 +64,10 @@ def ensure_local(
     if offline:
         raise DownloadError(f"{entry.name} is not downloaded and srcli is offline; {_offline_hint(entry)}")
     assert entry.url is not None
+    urls = list(dict.fromkeys([*download.candidate_urls(entry.url, mirror), *entry.alternates]))
     try:
         return download.fetch_first(
-            download.candidate_urls(entry.url, mirror), entry.local_path(),
+            urls, entry.local_path(),
             sha256=entry.sha256, size=entry.bytes, progress=progress,
         )
     except DownloadError as error:
@@ -92,9 +93,12 @@ def resolve(
         return ResolvedModel(entry.build().eval(), entry.spec, entry.name, None, entry)
     if entry is not None:
         entry.spec.check_scale(scale, entry.name)
+        if entry.source == ZOO and not zoo.available():  # said before a download, not after it
+            raise zoo.ZooMissing(f"{entry.name} is a third-party {entry.arch} model read by spandrel: "
+                                 f"{zoo.INSTALL_HINT}")
         path = ensure_local(entry, mirror=mirror, progress=progress, offline=offline)
         model, spec = load_checkpoint(path)
-        if spec.arch != entry.arch or (not spec.any_scale and spec.scales != entry.scales):
+        if spec.arch.lower() != entry.arch.lower() or (not spec.any_scale and spec.scales != entry.scales):
             raise CheckpointError(f"{path}: holds {spec.arch} x{spec.scales}, not the catalogue's {entry.name}")
         return ResolvedModel(model, spec, entry.name, path, entry)
     path = Path(name_or_path).expanduser()
@@ -202,10 +206,14 @@ def _looks_like_path(text: str) -> bool:
 def _unknown_message(name: str) -> str:
     import difflib
 
-    names = sorted(catalogue())
-    # A prefix ('srcli-mdsr' for 'srcli-mdsr-baseline') is what a user half-remembers; edit distance comes next.
-    prefixed = [n for n in names if n.startswith(name.lower())]
-    close = prefixed[:3] or difflib.get_close_matches(name, names, n=1)
+    entries = catalogue()
+    names = sorted(entries)
+    # A file's own name ('RealESRGAN_x4plus', what other tools call it) first; then a prefix ('srcli-mdsr' for
+    # 'srcli-mdsr-baseline'), what a user half-remembers; edit distance comes last.
+    wanted = name.lower().replace("_", "-")
+    by_file = [e.name for e in entries.values() if e.has_file and Path(e.filename).stem.lower() == name.lower()]
+    prefixed = [n for n in names if n.startswith(wanted)]
+    close = by_file[:1] or prefixed[:3] or difflib.get_close_matches(name, names, n=1)
     hint = f"did you mean {' or '.join(close)}? " if close else ""
     return f"unknown model {name!r}: {hint}`srcli models` lists them; or pass a checkpoint file path"
 
