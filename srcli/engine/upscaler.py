@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import NamedTuple
 
 import cv2
@@ -346,38 +346,79 @@ class Upscaler(Planning):
         rows, columns = (min(self.receptive_field, max(length, MIN_MARGIN)) for length in image.shape[:2])
         return cv2.copyMakeBorder(image, rows, rows, columns, columns, mode), rows, columns
 
-    def _run_extended(self, image: np.ndarray, channels: tuple[int, ...], dtype: np.dtype,
-                      progress: ProgressCallback | None) -> tuple[np.ndarray, Plan]:
-        """Run over the extended image and crop the margin off the output.
-
-        A size the network does not accept (under its minimum, not a multiple of its step) is then extended at
-        the bottom and right as well, reflected and then replicated as spandrel does, and cropped off alike."""
+    def _prepared(self, image: np.ndarray) -> tuple[np.ndarray, Region]:
+        """The image extended by its border margin and, where the network does not accept that size (under its
+        minimum, not a multiple of its step), at the bottom and right as well (reflected, then replicated, as
+        spandrel does); and where the image lies in it."""
         extended, margin_rows, margin_columns = self._extend(image)
         height, width = extended.shape[:2]
         accepted_height, accepted_width = self.size.padded(height, width)
         if (accepted_height, accepted_width) != (height, width):
             extended = extend_bottom_right(extended, accepted_height - height, accepted_width - width)
-        out = np.empty((accepted_height * self.scale, accepted_width * self.scale, *channels), dtype=dtype)
-        region = (margin_rows, margin_columns, *image.shape[:2])
+        return extended, (margin_rows, margin_columns, *image.shape[:2])
+
+    def _cropped(self, out: np.ndarray, region: Region) -> np.ndarray:
+        top, left, rows, columns = (value * self.scale for value in region)
+        if out.shape[:2] == (rows, columns):
+            return out
+        return np.ascontiguousarray(out[top : top + rows, left : left + columns])
+
+    def _run_extended(self, image: np.ndarray, channels: tuple[int, ...], dtype: np.dtype,
+                      progress: ProgressCallback | None) -> tuple[np.ndarray, Plan]:
+        """Run over the extended image and crop the margins off the output."""
+        extended, region = self._prepared(image)
+        out = np.empty((extended.shape[0] * self.scale, extended.shape[1] * self.scale, *channels), dtype=dtype)
         plan = self._run(extended, out, progress, region)
-        if out.shape[:2] != (image.shape[0] * self.scale, image.shape[1] * self.scale):
-            top, left = margin_rows * self.scale, margin_columns * self.scale
-            out = out[top : top + image.shape[0] * self.scale, left : left + image.shape[1] * self.scale]
-            out = np.ascontiguousarray(out)
-        return out, plan
+        return self._cropped(out, region), plan
+
+    def _resized(self, out: np.ndarray, image: np.ndarray) -> np.ndarray:
+        """At `outscale`: the model's scale, then INTER_AREA to shrink or INTER_CUBIC to enlarge."""
+        outscale = self.options.outscale
+        if outscale is None or outscale == self.scale:
+            return out
+        size = (max(1, round(image.shape[1] * outscale)), max(1, round(image.shape[0] * outscale)))
+        return cv2.resize(out, size, interpolation=cv2.INTER_AREA if outscale < self.scale else cv2.INTER_CUBIC)
 
     def upscale(self, image: np.ndarray, progress: ProgressCallback | None = None) -> Upscaled:
         """Super-resolve an RGB (HxWx3) uint8 or uint16 image: the same dtype at the model's scale (or at
-        `outscale`: the model's scale, then INTER_AREA to shrink or INTER_CUBIC to enlarge), and the plan used."""
+        `outscale`), and the plan used."""
         self._check_image(image)
-        height, width = image.shape[:2]
         out, plan = self._run_extended(image, (3,), image.dtype, progress)
-        outscale = self.options.outscale
-        if outscale is None or outscale == self.scale:
-            return Upscaled(out, plan)
-        size = (max(1, round(width * outscale)), max(1, round(height * outscale)))
-        interpolation = cv2.INTER_AREA if outscale < self.scale else cv2.INTER_CUBIC
-        return Upscaled(cv2.resize(out, size, interpolation=interpolation), plan)
+        return Upscaled(self._resized(out, image), plan)
+
+    def upscale_many(self, images: list[np.ndarray]) -> list[Upscaled] | None:
+        """Equal-sized RGB images, each of which runs as one whole window, in shared forwards (as many as the
+        memory budget holds): what a folder of small images costs is then the network's work, not a forward's
+        fixed costs per image. Each result equals `upscale(image)`'s. None where they cannot share forwards
+        (sizes differ, an image needs tiles, the forward fails): the caller runs them one by one."""
+        first = images[0]
+        if len(images) < 2 or not self.exact or any(
+                image.shape != first.shape or image.dtype != first.dtype for image in images):
+            return None
+        self._check_image(first)
+        extended, region = self._prepared(first)
+        height, width = extended.shape[:2]
+        self._switch_when_paid()
+        self._budget = self.memory_budget(len(images) * height * width * 3 * self.scale**2 * first.itemsize)
+        plan = self.plan(height, width, region)
+        if plan.tile != 0 or self.options.tile:
+            return None
+        per_forward = max(1, self._budget // max(1, self.bytes_per_window(height * width * self.input_factor**2)))
+        plan.batch = min(len(images), per_forward * (8 if self.options.ensemble else 1))
+        cuts = windows(height, width, 0, plan.pad, self.size, region)
+        try:
+            with torch.inference_mode():
+                inputs = [next(self._batches(self._prepared(image)[0], plan, cuts, region)) for image in images]
+                output = self._forward_batched(torch.cat([batch.inputs for batch in inputs]), plan)
+        except (OutOfMemory, NonFiniteOutputError):
+            return None
+        plan.overlap = height * width / (region[2] * region[3])
+        results = []
+        for index, (image, batch) in enumerate(zip(images, inputs, strict=True)):
+            out = np.empty((height * self.scale, width * self.scale, 3), dtype=first.dtype)
+            self._write(batch, 0, output[index : index + 1], out)
+            results.append(Upscaled(self._resized(self._cropped(out, region), image), replace(plan)))
+        return results
 
     def upscale_luma(self, image: np.ndarray, progress: ProgressCallback | None = None) -> np.ndarray:
         """Float Y (BT.601, 0..255, clipped, not rounded) of the super-resolved image, at the model's scale.
