@@ -99,20 +99,26 @@ def store(kind: str, key: str, write: Callable[[Path], None]) -> Path | None:
     Tries srcli's cache, then the private temp fallback; None where neither can be written (nothing is left
     behind). Two processes storing at once both end with one whole entry."""
     for root in roots(kind):
-        temp = None
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            _sweep(root)
-            temp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
-            write(temp)
-            digests = [f"{_digest(path)}  {path.name}\n" for path in sorted(temp.iterdir())]
-            (temp / MANIFEST).write_text("".join(digests), encoding="utf-8")
-            os.rename(temp, root / key)  # fails where another process stored it first: its entry serves
-            return root / key
-        except OSError:
-            if (root / key).is_dir():
-                return root / key
-        finally:
-            if temp is not None and temp.exists():
-                shutil.rmtree(temp, ignore_errors=True)
+        stored = store_at(root, key, write)
+        if stored is not None:
+            return stored
     return None
+
+
+def store_at(root: Path, key: str, write: Callable[[Path], None]) -> Path | None:
+    """`store` in one folder; None where it cannot be written."""
+    temp = None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _sweep(root)
+        temp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+        write(temp)
+        digests = [f"{_digest(path)}  {path.name}\n" for path in sorted(temp.iterdir())]
+        (temp / MANIFEST).write_text("".join(digests), encoding="utf-8")
+        os.rename(temp, root / key)  # fails where another process stored it first: its entry serves
+        return root / key
+    except OSError:
+        return root / key if (root / key).is_dir() else None
+    finally:
+        if temp is not None and temp.exists():
+            shutil.rmtree(temp, ignore_errors=True)
