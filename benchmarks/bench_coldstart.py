@@ -84,6 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-thin", action="store_true", help="no thin-image rows (the longest)")
+    parser.add_argument("--only-thin", action="store_true", help="only the thin-image rows")
     parser.add_argument("--skip-first", action="store_true", help="no empty-cache rows")
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="srcli-bench-") as name:
@@ -97,17 +98,20 @@ def main() -> None:
         env = {**os.environ, "SRCLI_CACHE": str(folder / "cache-warm"), "PYTHONPATH": str(REPO)}
         for warmup in (srcli(photo), srcli(one, "--scale", "2")):  # fill the warm cache
             timed(warmup, env)
-        start = {
+        start = {} if arguments.only_thin else {
             "python -c 'import torch'": ([sys.executable, "-c", "import torch"], False),
             "srcli upscale 72x72.png (warm cache)": (srcli(photo), False),
         }
-        if not arguments.skip_first:
+        if start and not arguments.skip_first:
             start["srcli upscale 72x72.png (first run)"] = (srcli(photo), True)
-        compare("cold start: a 72x72 photo, all defaults", start, arguments.rounds, folder)
-        compare("small images at x2", {
-            "srcli upscale one 16x16 --scale 2": (srcli(one, "--scale", "2"), False),
-            "srcli upscale folder of 100 16x16 --scale 2": (srcli(small, "--scale", "2", "-o", folder / "out"), False),
-        }, arguments.rounds, folder)
+        if start:
+            compare("cold start: a 72x72 photo, all defaults", start, arguments.rounds, folder)
+        if not arguments.only_thin:
+            compare("small images at x2", {
+                "srcli upscale one 16x16 --scale 2": (srcli(one, "--scale", "2"), False),
+                "srcli upscale folder of 100 16x16 --scale 2": (srcli(small, "--scale", "2", "-o", folder / "out"),
+                                                                False),
+            }, arguments.rounds, folder)
         if not arguments.skip_thin:
             square = write_image(folder / "square.png", 316, 316)
             wide = write_image(folder / "wide.png", 1, 100000)

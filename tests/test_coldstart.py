@@ -166,9 +166,16 @@ def test_auto_runs_torch_until_a_conversion_pays(openvino, own_cache, monkeypatc
     first = Upscaler(model, 2, UpscaleOptions(device="cpu", backend="auto"))
     assert first.backend == "torch" and openvino.conversions == before  # a small job never waits for a conversion
     assert first.upscale(image).plan.backend == "torch"
-    monkeypatch.setattr(engine, "CONVERT_AFTER", 1.0)  # the work done so far now pays for one
-    assert first.upscale(image).plan.backend == "openvino"
-    assert openvino.conversions == before + 1
+    key = openvino.openvino_key(model, first.spec, 2)
+    done = openvino.torch_work(key)
+    assert done > 0  # recorded for later runs
+    later = Upscaler(model, 2, UpscaleOptions(device="cpu", backend="auto"))  # another run goes on counting
+    later.upscale(image)
+    assert openvino.torch_work(key) == pytest.approx(2 * done, rel=1e-5) and openvino.conversions == before
+    monkeypatch.setattr(engine, "CONVERT_AFTER", 2.5 * done)  # the next image's work pays for a conversion
+    assert later.upscale(image).plan.backend == "torch"
+    assert later.upscale(image).plan.backend == "openvino"
+    assert openvino.conversions == before + 1 and openvino.torch_work(key) == 0
     second = Upscaler(model, 2, UpscaleOptions(device="cpu", backend="auto"))  # cached: OpenVINO from the start
     assert second.backend == "openvino" and openvino.conversions == before + 1
 

@@ -10,7 +10,6 @@ mean rebuilding on every run; where neither works, the caller keeps what it buil
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import stat
@@ -19,18 +18,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from srcli.files import sha256_file
 from srcli.paths import cache_home
 
 MANIFEST = "entry.sha256"
 STALE_TEMP_SECONDS = 3600  # a temp folder this old belongs to a process that died mid-write
-
-
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fallback_root() -> Path | None:
@@ -67,7 +59,7 @@ def verified(folder: Path) -> bool:
         recorded = dict(line.split("  ", 1)[::-1] for line in lines if line)
         present = {p.name for p in folder.iterdir()} - {MANIFEST}
         good = bool(recorded) and present == set(recorded) and all(
-            _digest(folder / name) == digest for name, digest in recorded.items())
+            sha256_file(folder / name) == digest for name, digest in recorded.items())
     except (OSError, ValueError, UnicodeDecodeError):
         good = False
     if not good:
@@ -113,7 +105,7 @@ def store_at(root: Path, key: str, write: Callable[[Path], None]) -> Path | None
         _sweep(root)
         temp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
         write(temp)
-        digests = [f"{_digest(path)}  {path.name}\n" for path in sorted(temp.iterdir())]
+        digests = [f"{sha256_file(path)}  {path.name}\n" for path in sorted(temp.iterdir())]
         (temp / MANIFEST).write_text("".join(digests), encoding="utf-8")
         os.rename(temp, root / key)  # fails where another process stored it first: its entry serves
         return root / key

@@ -26,6 +26,7 @@ from srcli.engine import cache
 from srcli.engine.folded import FoldedRunner
 from srcli.engine.module import ModuleRunner
 from srcli.errors import BackendError
+from srcli.files import write_atomic
 from srcli.models.folding import Step, run_reference
 from srcli.models.spec import ModelSpec
 
@@ -116,12 +117,40 @@ def _convert(ov: Any, module: nn.Module, channels: int, pixel_max: float) -> Any
     return converted
 
 
-def openvino_cached(model: nn.Module, spec: ModelSpec, scale: int) -> bool:
-    """Whether this network's converted model is in the cache (verified), so OpenVINO starts without converting."""
-    ov = load_openvino()
+def openvino_key(model: nn.Module, spec: ModelSpec, scale: int) -> str:
+    """The cache key of this network's conversion at this scale (the installed OpenVINO's)."""
     call_scale = scale if spec.architecture.multi_scale else None
-    key = cache_key(model, spec, call_scale, scale, ov.get_version())
+    return cache_key(model, spec, call_scale, scale, load_openvino().get_version())
+
+
+def openvino_cached(key: str) -> bool:
+    """Whether this conversion is in the cache (verified), so OpenVINO starts without converting."""
     return key in _converted or cache.find(CACHE_KIND, key) is not None
+
+
+def _work_files(key: str) -> list[Path]:
+    return [root / f"{key}.torch-work" for root in cache.roots(CACHE_KIND)]
+
+
+def torch_work(key: str) -> float:
+    """Multiply-adds torch has run for this network in earlier runs while its conversion waited (auto)."""
+    for path in _work_files(key):
+        try:
+            return max(0.0, float(path.read_text(encoding="ascii")))
+        except (OSError, ValueError):
+            continue
+    return 0.0
+
+
+def record_torch_work(key: str, total: float) -> None:
+    """Keep the running total for later runs (a lost update between two processes only delays a conversion)."""
+    for path in _work_files(key):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, f"{total:.6g}".encode())
+            return
+        except OSError:
+            continue
 
 
 def _read(ov: Any, folder: Path, names: list[str]) -> list[Any] | None:
@@ -160,6 +189,11 @@ def cached_models(ov: Any, key: str, parts: dict[str, tuple[nn.Module, int, floa
 
     if cache.store(CACHE_KIND, key, write) is None:
         _converted[key] = [model.clone() for model in models]
+    for path in _work_files(key):
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:  # a cache folder that cannot be reached holds none
+            pass
     return models
 
 
@@ -184,7 +218,7 @@ class OpenVINORunner:
         call_scale = scale if spec.architecture.multi_scale else None
         self.geometry = geometry
         self.receptive_radius = geometry.receptive_radius
-        key = cache_key(model, spec, call_scale, scale, ov.get_version())
+        key = openvino_key(model, spec, scale)
         parts: dict[str, tuple[nn.Module, int, float]]
         if isinstance(geometry, FoldedRunner):
             net = geometry.network

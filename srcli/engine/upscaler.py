@@ -27,7 +27,7 @@ from srcli.engine.devices import precision_name, resolve_placement
 from srcli.engine.foldcache import cached_fold
 from srcli.engine.folded import FoldedRunner
 from srcli.engine.module import ModuleRunner
-from srcli.engine.openvino import OpenVINORunner, openvino_cached
+from srcli.engine.openvino import OpenVINORunner, openvino_cached, openvino_key, record_torch_work, torch_work
 from srcli.engine.planning import MIN_TILE, OutOfMemory, Planning, Region, window_area
 from srcli.engine.stitch import (
     Batch,
@@ -137,6 +137,7 @@ class Upscaler(Planning):
         self._convert_later: nn.Module | None = None  # auto's OpenVINO conversion, deferred (see _make_runner)
         self._torch_work = 0.0  # multiply-adds torch ran while that conversion waits
         self._work_per_pixel = 0.0
+        self._openvino_key = ""
         self.runner = self._make_runner(model)
         self.input_factor = 1 if self.upscales_inside else self.scale  # network input px per LR px, per side
         self._out_elements = 3 * (self.scale // self.input_factor) ** 2
@@ -162,10 +163,11 @@ class Upscaler(Planning):
             runner = ModuleRunner(model, self.spec, self.scale, self.device)
         if self.backend != "openvino":
             return runner
-        if (self.options.backend == "auto" and isinstance(runner, FoldedRunner)
-                and not openvino_cached(model, self.spec, self.scale)):
-            # Rent before buying: torch runs until it has done about a conversion's worth of work, then the
-            # conversion (tens of seconds on a busy 2-core CPU) is paid once and cached for every later run.
+        key = openvino_key(model, self.spec, self.scale) if self.options.backend == "auto" else ""
+        if key and isinstance(runner, FoldedRunner) and not openvino_cached(key):
+            # Rent before buying: torch runs until it has done about a conversion's worth of work (counted across
+            # runs), then the conversion (tens of seconds on a busy 2-core CPU) is paid once and cached.
+            self._openvino_key, self._torch_work = key, torch_work(key)
             net = runner.network
             self._work_per_pixel = multiply_adds_per_pixel(net.trunk + net.tail, self.channels)
             self.backend, self._convert_later = "torch", model
@@ -284,6 +286,8 @@ class Upscaler(Planning):
         while True:
             try:
                 self._run_plan(image, out, plan, progress, region)
+                if self._convert_later is not None:
+                    record_torch_work(self._openvino_key, self._torch_work)
                 return plan
             except OutOfMemory:
                 if self.device.type == "cuda":
