@@ -280,7 +280,7 @@ def _read_ahead(job: Job, max_pixels: int | None) -> np.ndarray | None:
         return None
     try:
         return read_image(job.source, max_pixels)
-    except (SrcliError, OSError):
+    except Exception:  # whatever it is, the image's own run reads it again and reports it for this image only
         return None
 
 
@@ -290,7 +290,10 @@ def _upscale_group(pipeline: ImagePipeline, images: list[np.ndarray | None]) -> 
     if len(images) < 2 or any(image is None for image in images):
         return [None] * len(images), 0.0
     started = time.perf_counter()
-    done = pipeline.upscaler.upscale_many(images)
+    try:
+        done = pipeline.upscaler.upscale_many(images)
+    except Exception:  # run one by one instead, where each image's failure is its own
+        done = None
     return done or [None] * len(images), (time.perf_counter() - started) / len(images)
 
 

@@ -10,6 +10,7 @@ torch; the tile overlap and memory estimate are the torch runner's.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import shutil
@@ -190,10 +191,8 @@ def cached_models(ov: Any, key: str, parts: dict[str, tuple[nn.Module, int, floa
     if cache.store(CACHE_KIND, key, write) is None:
         _converted[key] = [model.clone() for model in models]
     for path in _work_files(key):
-        try:
+        with contextlib.suppress(OSError):  # a cache folder that cannot be reached holds none
             path.unlink(missing_ok=True)
-        except OSError:  # a cache folder that cannot be reached holds none
-            pass
     return models
 
 
