@@ -225,3 +225,14 @@ def test_a_folder_of_small_images_shares_forwards_and_writes_the_same_bytes(tmp_
     for path, job in zip(sources, jobs, strict=True):
         alone = upscaler.upscale(read_image(path)).image
         assert np.array_equal(read_image(job.target), alone), path.name
+
+
+def test_a_temp_folder_others_may_write_is_never_a_cache(own_cache, tmp_path, monkeypatch) -> None:
+    import os
+
+    shared = Path(tempfile.gettempdir()) / f"srcli-cache-{os.getuid()}"
+    shared.mkdir()
+    shared.chmod(0o777)  # planted, or left open: anyone could put a model there
+    assert cache.roots("folds") == [own_cache / "folds"]
+    shared.chmod(0o700)
+    assert cache.roots("folds") == [own_cache / "folds", shared / "folds"]
