@@ -8,14 +8,14 @@ from __future__ import annotations
 import glob
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from srcli import distributed
-from srcli.engine import Plan, ProgressCallback
+from srcli.engine import Plan, ProgressCallback, Upscaled
 from srcli.errors import NonFiniteOutputError, OutputError, OutputExistsError, SrcliError
 from srcli.files import is_hidden
 from srcli.imageio import ALPHA_EXTENSIONS, DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, read_image, write_image
@@ -225,6 +225,11 @@ class BatchCallbacks:
     image_done: Callable[[ImageResult], None] | None = None
 
 
+# Small images of one size share forwards (Upscaler.upscale_many): read ahead up to this many, of at most this size.
+GROUP_IMAGES = 32
+GROUP_PIXELS = 256 * 256
+
+
 def run_jobs(
     jobs: list[Job],
     pipeline: ImagePipeline,
@@ -233,31 +238,78 @@ def run_jobs(
     callbacks: BatchCallbacks | None = None,
     rank: int = 0,
 ) -> list[ImageResult]:
-    """Upscale each job in turn; a failure is recorded and the batch goes on (Ctrl-C still stops it)."""
+    """Upscale each job in turn; a failure is recorded and the batch goes on (Ctrl-C still stops it). Runs of
+    small RGB images of one size are read ahead and upscaled in shared forwards; each is still written, reported
+    and failed on its own."""
     callbacks = callbacks or BatchCallbacks()
     results = []
-    for job in jobs:
-        if callbacks.image_started:
-            callbacks.image_started(job)
-        result = _run_one(job, pipeline, quality, max_pixels, callbacks.tile_progress)
-        result.rank = rank
-        results.append(result)
-        if callbacks.image_done:
-            callbacks.image_done(result)
+    for group in _groups(jobs, max_pixels):
+        upscaled, share = _upscale_group(pipeline, [image for _, image in group])
+        for (job, image), done in zip(group, upscaled, strict=True):
+            if callbacks.image_started:
+                callbacks.image_started(job)
+            result = _run_one(job, pipeline, quality, max_pixels, callbacks.tile_progress, image, done)
+            result.rank, result.seconds = rank, result.seconds + share
+            results.append(result)
+            if callbacks.image_done:
+                callbacks.image_done(result)
     return results
 
 
+def _groups(jobs: list[Job], max_pixels: int | None) -> Iterator[list[tuple[Job, np.ndarray | None]]]:
+    """Consecutive jobs with their images read ahead, small RGB images of one size together; any other job alone
+    (unread where reading failed: its own run reads it again and reports what is wrong with it)."""
+    group: list[tuple[Job, np.ndarray | None]] = []
+    for job in jobs:
+        image = _read_ahead(job, max_pixels)
+        groupable = image is not None and image.ndim == 3 and image.shape[2] == 3 and \
+            image.shape[0] * image.shape[1] <= GROUP_PIXELS
+        if group and (not groupable or len(group) == GROUP_IMAGES or image.shape != group[0][1].shape
+                      or image.dtype != group[0][1].dtype):
+            yield group
+            group = []
+        if groupable:
+            group.append((job, image))
+        else:
+            yield [(job, image)]
+    if group:
+        yield group
+
+
+def _read_ahead(job: Job, max_pixels: int | None) -> np.ndarray | None:
+    if job.skip:
+        return None
+    try:
+        return read_image(job.source, max_pixels)
+    except Exception:  # whatever it is, the image's own run reads it again and reports it for this image only
+        return None
+
+
+def _upscale_group(pipeline: ImagePipeline, images: list[np.ndarray | None]) -> tuple[list[Upscaled | None], float]:
+    """Shared forwards for a group of equal RGB images (None for each image run on its own), and the seconds
+    each image's share took."""
+    if len(images) < 2 or any(image is None for image in images):
+        return [None] * len(images), 0.0
+    started = time.perf_counter()
+    try:
+        done = pipeline.upscaler.upscale_many(images)
+    except Exception:  # run one by one instead, where each image's failure is its own
+        done = None
+    return done or [None] * len(images), (time.perf_counter() - started) / len(images)
+
+
 def _run_one(
-    job: Job, pipeline: ImagePipeline, quality: int | None, max_pixels: int | None, progress: ProgressCallback | None
+    job: Job, pipeline: ImagePipeline, quality: int | None, max_pixels: int | None, progress: ProgressCallback | None,
+    image: np.ndarray | None = None, upscaled: Upscaled | None = None,
 ) -> ImageResult:
     result = ImageResult(str(job.source), str(job.target), "skipped")
     if job.skip:
         return result
     started = time.perf_counter()
     try:
-        image = read_image(job.source, max_pixels)
+        image = read_image(job.source, max_pixels) if image is None else image
         result.input_size = _size(image)
-        upscaled, plan = pipeline.upscale(image, progress)
+        upscaled, plan = pipeline.upscale(image, progress) if upscaled is None else upscaled
         result.plan = plan
         job.target.parent.mkdir(parents=True, exist_ok=True)
         write_image(job.target, upscaled, quality, overwrite=job.existing == "overwrite")

@@ -100,7 +100,7 @@ def test_a_converted_model_is_cached_and_reused(openvino, cache) -> None:
     first = Upscaler(model, 2, UpscaleOptions(device="cpu", backend="openvino"))
     assert openvino.conversions == before + 1
     [entry] = [p for p in (cache / "openvino").iterdir()]  # one folder, no temp left behind
-    assert sorted(p.name for p in entry.iterdir()) == ["network.bin", "network.xml"]  # a composed tail: one model
+    assert sorted(p.name for p in entry.iterdir()) == ["entry.sha256", "network.bin", "network.xml"]  # one model
     second = Upscaler(model, 2, UpscaleOptions(device="cpu", backend="openvino"))
     assert openvino.conversions == before + 1  # read from the cache, not converted again
     image = _image(20, 24)

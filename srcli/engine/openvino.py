@@ -10,11 +10,10 @@ torch; the tile overlap and memory estimate are the torch runner's.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
-import os
 import shutil
-import tempfile
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -24,14 +23,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from srcli.engine import cache
 from srcli.engine.folded import FoldedRunner
 from srcli.engine.module import ModuleRunner
 from srcli.errors import BackendError
+from srcli.files import write_atomic
 from srcli.models.folding import Step, run_reference
 from srcli.models.spec import ModelSpec
 
 INSTALL_HINT = 'the OpenVINO backend is not installed: pip install "srcli[openvino]" (or use --backend torch)'
-CACHE_FORMAT = 5  # bump when what is stored under a key changes
+CACHE_FORMAT = 6  # bump when what is stored under a key changes
+CACHE_KIND = "openvino"  # entries under srcli's cache folder (srcli.engine.cache)
 # One stream over all cores (LATENCY): the engine runs one window at a time. f32 inference keeps outputs within
 # one level of torch; bf16, which OpenVINO would pick on CPUs that have it and which ran 2.6x faster on a 2-core
 # EPYC, changed 18% of the pixels and some by 2 levels with the trained EDSR-baseline x4 on Set14.
@@ -116,7 +118,44 @@ def _convert(ov: Any, module: nn.Module, channels: int, pixel_max: float) -> Any
     return converted
 
 
+def openvino_key(model: nn.Module, spec: ModelSpec, scale: int) -> str:
+    """The cache key of this network's conversion at this scale (the installed OpenVINO's)."""
+    call_scale = scale if spec.architecture.multi_scale else None
+    return cache_key(model, spec, call_scale, scale, load_openvino().get_version())
+
+
+def openvino_cached(key: str) -> bool:
+    """Whether this conversion is in the cache (verified), so OpenVINO starts without converting."""
+    return key in _converted or cache.find(CACHE_KIND, key) is not None
+
+
+def _work_files(key: str) -> list[Path]:
+    return [root / f"{key}.torch-work" for root in cache.roots(CACHE_KIND)]
+
+
+def torch_work(key: str) -> float:
+    """Multiply-adds torch has run for this network in earlier runs while its conversion waited (auto)."""
+    for path in _work_files(key):
+        try:
+            return max(0.0, float(path.read_text(encoding="ascii")))
+        except (OSError, ValueError):
+            continue
+    return 0.0
+
+
+def record_torch_work(key: str, total: float) -> None:
+    """Keep the running total for later runs (a lost update between two processes only delays a conversion)."""
+    for path in _work_files(key):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, f"{total:.6g}".encode())
+            return
+        except OSError:
+            continue
+
+
 def _read(ov: Any, folder: Path, names: list[str]) -> list[Any] | None:
+    """The entry's models, or None where OpenVINO cannot read them (the caller rebuilds the entry)."""
     core = ov.Core()
     try:
         return [core.read_model(str(folder / f"{name}.xml")) for name in names]
@@ -124,30 +163,36 @@ def _read(ov: Any, folder: Path, names: list[str]) -> list[Any] | None:
         return None
 
 
-def cached_models(ov: Any, folder: Path, parts: dict[str, tuple[nn.Module, int, float]]) -> list[Any]:
-    """The converted parts (name -> module, input channels, input range) from the cache folder, else converted
-    now and stored: written into a temp folder, then one rename, so a reader never sees half an entry and two
-    processes converting at once both end with a whole one. An unwritable cache costs a conversion next time."""
+_converted: dict[str, list[Any]] = {}  # this process's conversions by key: where no cache folder can be written
+
+
+def cached_models(ov: Any, key: str, parts: dict[str, tuple[nn.Module, int, float]]) -> list[Any]:
+    """The converted parts (name -> module, input channels, input range) from the cache entry `key` (verified
+    against the digests recorded when it was written: srcli.engine.cache), else converted now and stored. A
+    changed or unreadable entry is rebuilt; where no cache folder can be written, a conversion serves the rest
+    of this process."""
     names = list(parts)
-    if all((folder / f"{name}.{ext}").is_file() for name in names for ext in ("xml", "bin")):
+    folder = cache.find(CACHE_KIND, key)
+    if folder is not None:
         models = _read(ov, folder, names)
         if models is not None:
             return models
-    shutil.rmtree(folder, ignore_errors=True)  # a damaged or partial entry (none at all: nothing to remove)
+        shutil.rmtree(folder, ignore_errors=True)
+    if key in _converted:
+        return [model.clone() for model in _converted[key]]
     global conversions
     models = [_convert(ov, *parts[name]) for name in names]
     conversions += 1
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        temp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+
+    def write(temp: Path) -> None:
         for name, converted in zip(names, models, strict=True):
             ov.save_model(converted, str(temp / f"{name}.xml"), compress_to_fp16=False)
-        try:
-            os.rename(temp, folder)
-        except OSError:  # another process stored it first
-            shutil.rmtree(temp, ignore_errors=True)
-    except OSError:
-        pass
+
+    if cache.store(CACHE_KIND, key, write) is None:
+        _converted[key] = [model.clone() for model in models]
+    for path in _work_files(key):
+        with contextlib.suppress(OSError):  # a cache folder that cannot be reached holds none
+            path.unlink(missing_ok=True)
     return models
 
 
@@ -167,13 +212,12 @@ class OpenVINORunner:
     """A network compiled by OpenVINO for the CPU, with the geometry (receptive field, input normalisation, memory
     estimate) of its torch runner."""
 
-    def __init__(self, model: nn.Module, spec: ModelSpec, scale: int, geometry: FoldedRunner | ModuleRunner,
-                 cache: Path):
+    def __init__(self, model: nn.Module, spec: ModelSpec, scale: int, geometry: FoldedRunner | ModuleRunner):
         ov = load_openvino()
         call_scale = scale if spec.architecture.multi_scale else None
         self.geometry = geometry
         self.receptive_radius = geometry.receptive_radius
-        folder = cache / cache_key(model, spec, call_scale, scale, ov.get_version())
+        key = openvino_key(model, spec, scale)
         parts: dict[str, tuple[nn.Module, int, float]]
         if isinstance(geometry, FoldedRunner):
             net = geometry.network
@@ -185,7 +229,7 @@ class OpenVINORunner:
             self._adds_input = False
             self._memory_factor = MODULE_MEMORY_FACTOR
         self._core = ov.Core()
-        [converted] = cached_models(ov, folder, parts)
+        [converted] = cached_models(ov, key, parts)
         self._model = _channels_last(ov, converted)
         self._compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
 

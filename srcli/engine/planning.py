@@ -31,6 +31,16 @@ CPU_PEAK_TARGET = 2560 * 2**20
 CPU_MIN_BUDGET = 256 * 2**20  # the window's share when the output alone takes the target (huge images)
 
 
+Region = tuple[int, int, int, int]  # top, left, rows, columns: the image inside its border margin
+
+
+def window_area(height: int, width: int, tile: int, pad: int, size: SizeRequirements,
+                region: Region | None = None) -> int:
+    """Pixels of one window of a plan over a height x width array whose cores cover `region`."""
+    rows, columns = (None, None) if region is None else region[2:]
+    return window_size(height, tile, pad, size, rows) * window_size(width, tile, pad, size, columns)
+
+
 class OutOfMemory(Exception):
     """A forward did not fit: torch's OOM, or the estimate over an explicit budget."""
 
@@ -81,34 +91,35 @@ class Planning:
         if needed > limit:
             raise OutOfMemory
 
-    def choose_tile(self, height: int, width: int, pad: int, budget: int) -> int:
+    def choose_tile(self, height: int, width: int, pad: int, budget: int, region: Region | None = None) -> int:
         """The tile (LR px per side, overlap excluded; 0 = whole image) whose windows fit the budget and compute
-        the fewest pixels: only tiles that cut an axis into n even cores are distinct, so each is tried."""
+        the fewest pixels: only tiles that cut an axis into n even cores are distinct, so each is tried. Cores
+        cover `region` (the image inside its border margin; the whole array when None)."""
         factor = self.input_factor
-        if self.bytes_per_window(height * width * factor * factor) <= budget:
+        rows, columns = (height, width) if region is None else region[2:]
+        if self.bytes_per_window(window_area(height, width, 0, pad, self.size, region) * factor * factor) <= budget:
             return 0
         best, best_cost = MIN_TILE, math.inf
-        candidates = {math.ceil(length / n) for length in (height, width) for n in range(1, length // MIN_TILE + 1)}
+        candidates = {math.ceil(length / n) for length in (rows, columns) for n in range(1, length // MIN_TILE + 1)}
         for tile in sorted(candidates, reverse=True):
             if tile < MIN_TILE:
                 continue
-            window = window_size(height, tile, pad, self.size) * window_size(width, tile, pad, self.size)
+            window = window_area(height, width, tile, pad, self.size, region)
             if self.bytes_per_window(window * factor * factor) > budget:
                 continue
-            cost = math.ceil(height / tile) * math.ceil(width / tile) * window
+            cost = math.ceil(rows / tile) * math.ceil(columns / tile) * window
             if cost < best_cost:
                 best, best_cost = tile, cost
         return best
 
-    def plan(self, height: int, width: int) -> Plan:
+    def plan(self, height: int, width: int, region: Region | None = None) -> Plan:
         """The tile, overlap and batch for an image of this size, before any back-off."""
         pad = self.receptive_field if self.options.tile_pad is None else max(0, int(self.options.tile_pad))
         budget = self._budget if self._budget is not None else self.memory_budget()
         tile = self.options.tile
         if tile is None:
-            tile = self.choose_tile(height, width, pad, budget)
-        window = window_size(height, tile, pad, self.size) * window_size(width, tile, pad, self.size)
-        window *= self.input_factor**2
+            tile = self.choose_tile(height, width, pad, budget, region)
+        window = window_area(height, width, tile, pad, self.size, region) * self.input_factor**2
         # Batching windows (and the 8 ensemble transforms) pays on GPUs; on CPU one window per forward keeps the
         # activations in cache and measured faster (384x384 x2 at tile 96: 8.2 s vs 9.9 s; ensemble 7.3x vs 8.7x plain).
         if self.options.batch:

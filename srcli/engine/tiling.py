@@ -24,19 +24,25 @@ def core_length(length: int, tile: int) -> int:
     return math.ceil(length / math.ceil(length / tile))
 
 
-def window_size(length: int, tile: int, pad: int, size: SizeRequirements = NO_REQUIREMENTS) -> int:
+def window_size(length: int, tile: int, pad: int, size: SizeRequirements = NO_REQUIREMENTS,
+                extent: int | None = None) -> int:
     """Every window along an axis has this one length: core + 2 pad, grown to what the network accepts, at most
-    the axis (which the caller has already padded to an accepted length)."""
-    window = min(core_length(length, tile) + 2 * pad, length)
+    the axis (which the caller has already padded to an accepted length). Cores cut only `extent` pixels of the
+    axis (the image inside a border margin); the windows may reach into the rest."""
+    window = min(core_length(length if extent is None else extent, tile) + 2 * pad, length)
     return min(size.padded(window, window)[0], length)
 
 
-def _spans(length: int, tile: int, pad: int, size: SizeRequirements) -> list[tuple[int, int, int]]:
-    """(core start, core stop, window start) along one axis; edge windows shift inward rather than shrink."""
-    core, window = core_length(length, tile), window_size(length, tile, pad, size)
+def _spans(length: int, tile: int, pad: int, size: SizeRequirements,
+           first: int = 0, extent: int | None = None) -> list[tuple[int, int, int]]:
+    """(core start, core stop, window start) along one axis, cores covering [first, first + extent); edge windows
+    shift inward rather than shrink."""
+    extent = length - first if extent is None else extent
+    core, window = core_length(extent, tile), window_size(length, tile, pad, size, extent)
+    stop = first + extent
     return [
-        (start, min(start + core, length), min(max(start - pad, 0), length - window))
-        for start in range(0, length, core)
+        (start, min(start + core, stop), min(max(start - pad, 0), length - window))
+        for start in range(first, stop, core)
     ]
 
 
@@ -50,11 +56,15 @@ class Window:
     x0: int
 
 
-def windows(height: int, width: int, tile: int, pad: int, size: SizeRequirements = NO_REQUIREMENTS) -> list[Window]:
+def windows(height: int, width: int, tile: int, pad: int, size: SizeRequirements = NO_REQUIREMENTS,
+            region: tuple[int, int, int, int] | None = None) -> list[Window]:
+    """The windows over a height x width array whose cores tile `region` (top, left, rows, columns; the whole array
+    when None): a border margin around an image is read by the windows, never cut into cores of its own."""
+    top, left, rows, columns = region if region is not None else (0, 0, height, width)
     return [
-        Window(top, bottom, left, right, y0, x0)
-        for top, bottom, y0 in _spans(height, tile, pad, size)
-        for left, right, x0 in _spans(width, tile, pad, size)
+        Window(core_top, bottom, core_left, right, y0, x0)
+        for core_top, bottom, y0 in _spans(height, tile, pad, size, top, rows)
+        for core_left, right, x0 in _spans(width, tile, pad, size, left, columns)
     ]
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import NamedTuple
 
 import cv2
@@ -24,10 +24,11 @@ from torch import nn
 
 from srcli.engine import luma
 from srcli.engine.devices import precision_name, resolve_placement
+from srcli.engine.foldcache import cached_fold
 from srcli.engine.folded import FoldedRunner
 from srcli.engine.module import ModuleRunner
-from srcli.engine.openvino import OpenVINORunner
-from srcli.engine.planning import MIN_TILE, OutOfMemory, Planning
+from srcli.engine.openvino import OpenVINORunner, openvino_cached, openvino_key, record_torch_work, torch_work
+from srcli.engine.planning import MIN_TILE, OutOfMemory, Planning, Region, window_area
 from srcli.engine.stitch import (
     Batch,
     Blend,
@@ -39,12 +40,19 @@ from srcli.engine.stitch import (
 from srcli.engine.tiling import TRANSFORMS, Window, dihedral, undo_dihedral, window_size, windows
 from srcli.errors import DeviceError, NonFiniteOutputError, ScaleError
 from srcli.models import ModelSpec, spec_of
+from srcli.models.folding import multiply_adds_per_pixel
 from srcli.options import UpscaleOptions
-from srcli.paths import cache_home
 from srcli.resize import imresize
 
 ProgressCallback = Callable[[int, int], None]  # (done, total) windows; total restarts after a memory back-off
 
+# --backend auto converts for OpenVINO only after torch has done this much work in the process (multiply-adds):
+# about what the conversion costs (34 s on a busy 2-core EPYC, ~30 forwards of MDSR-baseline over 162x162 px), so
+# a small job never waits for a conversion and a large one pays it at most once more than it needed to.
+CONVERT_AFTER = 1.0e12
+# The least border margin (LR px) along an axis shorter than the receptive field: enough that a flat pixel keeps
+# its colour within 2 levels (a 1 px margin left it 5 levels off with the default x4 model).
+MIN_MARGIN = 8
 APPROXIMATE_PAD = 24  # overlap (LR px) of blended tiles, for networks whose tiles cannot be exact
 # How the image is extended past its edges before the network. "zero" is what the papers' networks do (their
 # convolutions pad with zeros: border pixels darken, a black image gets corners up to 31 at x4); the others
@@ -126,6 +134,10 @@ class Upscaler(Planning):
         self.channels = int(self.spec.channels)
         self.upscales_inside = not self.spec.bicubic_input
         self.luma_model = self.spec.bicubic_input and self.channels == 1
+        self._convert_later: nn.Module | None = None  # auto's OpenVINO conversion, deferred (see _make_runner)
+        self._torch_work = 0.0  # multiply-adds torch ran while that conversion waits
+        self._work_per_pixel = 0.0
+        self._openvino_key = ""
         self.runner = self._make_runner(model)
         self.input_factor = 1 if self.upscales_inside else self.scale  # network input px per LR px, per side
         self._out_elements = 3 * (self.scale // self.input_factor) ** 2
@@ -145,12 +157,30 @@ class Upscaler(Planning):
         """The torch runner (folded where the architecture declares a fold), or OpenVINO running what it runs."""
         fold = self.spec.architecture.fold
         if fold is not None and self.options.fold:
-            runner: FoldedRunner | ModuleRunner = FoldedRunner(fold(model, self.scale), self.channels, self.device)
+            folded = cached_fold(fold, model, self.spec, self.scale)
+            runner: FoldedRunner | ModuleRunner = FoldedRunner(folded, self.channels, self.device)
         else:
             runner = ModuleRunner(model, self.spec, self.scale, self.device)
-        if self.backend == "openvino":
-            return OpenVINORunner(model, self.spec, self.scale, runner, cache_home() / "openvino")
-        return runner
+        if self.backend != "openvino":
+            return runner
+        key = openvino_key(model, self.spec, self.scale) if self.options.backend == "auto" else ""
+        if key and isinstance(runner, FoldedRunner) and not openvino_cached(key):
+            # Rent before buying: torch runs until it has done about a conversion's worth of work (counted across
+            # runs), then the conversion (tens of seconds on a busy 2-core CPU) is paid once and cached.
+            self._openvino_key, self._torch_work = key, torch_work(key)
+            net = runner.network
+            self._work_per_pixel = multiply_adds_per_pixel(net.trunk + net.tail, self.channels)
+            self.backend, self._convert_later = "torch", model
+            return runner
+        return OpenVINORunner(model, self.spec, self.scale, runner)
+
+    def _switch_when_paid(self) -> None:
+        """Convert for OpenVINO (auto, not yet cached) once torch has run CONVERT_AFTER multiply-adds here."""
+        model = self._convert_later
+        if model is None or self._torch_work < CONVERT_AFTER or isinstance(self.runner, OpenVINORunner):
+            return
+        self.runner = OpenVINORunner(model, self.spec, self.scale, self.runner)
+        self.backend, self._convert_later = "openvino", None
 
     def _forward(self, x: torch.Tensor, plan: Plan) -> torch.Tensor:
         """Normalised input -> float32 output; NaN/Inf in half precision re-runs the batch in fp32."""
@@ -209,11 +239,11 @@ class Upscaler(Planning):
 
     # -- pixels in, pixels out ------------------------------------------------------------------------
 
-    def _batches(self, image: np.ndarray, plan: Plan, cuts: list[Window]) -> Iterator[Batch]:
+    def _batches(self, image: np.ndarray, plan: Plan, cuts: list[Window], region: Region) -> Iterator[Batch]:
         """The windows' network inputs, as many per forward as the plan batches (8 transforms each with the
         ensemble); bicubic-input networks get the MATLAB double bicubic, Y-channel ones its Y."""
-        window_h = window_size(image.shape[0], plan.tile, plan.pad, self.size)
-        window_w = window_size(image.shape[1], plan.tile, plan.pad, self.size)
+        window_h = window_size(image.shape[0], plan.tile, plan.pad, self.size, region[2])
+        window_w = window_size(image.shape[1], plan.tile, plan.pad, self.size, region[3])
         peak = float(np.iinfo(image.dtype).max)
         per_forward = plan.batch if not self.options.ensemble else max(1, plan.batch // 8)
         for group, crops in window_groups(image, cuts, window_h, window_w, per_forward):
@@ -246,14 +276,18 @@ class Upscaler(Planning):
         else:
             target[...] = luma.join(values, batch.chroma[index][rows, cols], float(np.iinfo(out.dtype).max))
 
-    def _run(self, image: np.ndarray, out: np.ndarray, progress: ProgressCallback | None) -> Plan:
-        """Fill `out` (integer RGB, or float64 HxW luma) window by window, backing off on out-of-memory."""
+    def _run(self, image: np.ndarray, out: np.ndarray, progress: ProgressCallback | None, region: Region) -> Plan:
+        """Fill `out` (integer RGB, or float64 HxW luma) over `region` window by window, backing off on
+        out-of-memory."""
         height, width = image.shape[:2]
+        self._switch_when_paid()
         self._budget = self.memory_budget(out.nbytes)
-        plan = self.plan(height, width)
+        plan = self.plan(height, width, region)
         while True:
             try:
-                self._run_plan(image, out, plan, progress)
+                self._run_plan(image, out, plan, progress, region)
+                if self._convert_later is not None:
+                    record_torch_work(self._openvino_key, self._torch_work)
                 return plan
             except OutOfMemory:
                 if self.device.type == "cuda":
@@ -266,13 +300,13 @@ class Upscaler(Planning):
                     ) from None
                 plan = smaller
 
-    def _run_plan(self, image: np.ndarray, out: np.ndarray, plan: Plan, progress: ProgressCallback | None) -> None:
+    def _run_plan(self, image: np.ndarray, out: np.ndarray, plan: Plan, progress: ProgressCallback | None,
+                  region: Region) -> None:
         height, width = image.shape[:2]
-        cuts = windows(height, width, plan.tile, plan.pad, self.size)
+        cuts = windows(height, width, plan.tile, plan.pad, self.size, region)
         plan.tiles = len(cuts)
-        window_area = window_size(height, plan.tile, plan.pad, self.size)
-        window_area *= window_size(width, plan.tile, plan.pad, self.size)
-        plan.overlap = len(cuts) * window_area / (height * width)
+        computed = len(cuts) * window_area(height, width, plan.tile, plan.pad, self.size, region)
+        plan.overlap = computed / (region[2] * region[3])  # pixels computed per image pixel kept
         blend = None
         if not self.exact and len(cuts) > 1:
             if out.dtype == np.float64 or self.luma_model:
@@ -280,8 +314,11 @@ class Upscaler(Planning):
             blend = Blend(out.shape, self.scale, plan.pad)
         done = 0
         with torch.inference_mode():
-            for batch in self._batches(image, plan, cuts):
+            for batch in self._batches(image, plan, cuts, region):
                 output = self._forward_batched(batch.inputs, plan)
+                if self._convert_later is not None:
+                    self._torch_work += batch.inputs.shape[0] * batch.inputs.shape[2] * batch.inputs.shape[3] * \
+                        self._work_per_pixel * plan.transforms
                 for index in range(len(batch.windows)):
                     if blend is None:
                         self._write(batch, index, output, out)
@@ -299,48 +336,93 @@ class Upscaler(Planning):
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"the engine takes RGB images (HxWx3), not shape {image.shape}")
 
-    def _extend(self, image: np.ndarray) -> tuple[np.ndarray, int]:
-        """The image extended past its edges by the receptive field (per `border`), and that margin in LR px.
+    def _extend(self, image: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """The image extended past its edges by the receptive field (per `border`), and those margins (rows,
+        columns) in LR px.
 
-        The whole image is extended once and then run through the exact tiled engine, so the result is
-        still byte-identical under any tiling."""
+        The whole image is extended once and then run through the exact tiled engine, so the result is still
+        byte-identical under any tiling. Along an axis shorter than the receptive field the margin is the axis's
+        own length (at least MIN_MARGIN): a margin orders of magnitude beyond the image (89 rows around a 1x100000
+        strip) would be most of the work."""
         mode = BORDERS[self.options.border]
         if mode is None:
-            return image, 0
-        margin = self.receptive_field
-        return cv2.copyMakeBorder(image, margin, margin, margin, margin, mode), margin
+            return image, 0, 0
+        rows, columns = (min(self.receptive_field, max(length, MIN_MARGIN)) for length in image.shape[:2])
+        return cv2.copyMakeBorder(image, rows, rows, columns, columns, mode), rows, columns
 
-    def _run_extended(self, image: np.ndarray, channels: tuple[int, ...], dtype: np.dtype,
-                      progress: ProgressCallback | None) -> tuple[np.ndarray, Plan]:
-        """Run over the extended image and crop the margin off the output.
-
-        A size the network does not accept (under its minimum, not a multiple of its step) is then extended at
-        the bottom and right as well, reflected and then replicated as spandrel does, and cropped off alike."""
-        extended, margin = self._extend(image)
+    def _prepared(self, image: np.ndarray) -> tuple[np.ndarray, Region]:
+        """The image extended by its border margin and, where the network does not accept that size (under its
+        minimum, not a multiple of its step), at the bottom and right as well (reflected, then replicated, as
+        spandrel does); and where the image lies in it."""
+        extended, margin_rows, margin_columns = self._extend(image)
         height, width = extended.shape[:2]
         accepted_height, accepted_width = self.size.padded(height, width)
         if (accepted_height, accepted_width) != (height, width):
             extended = extend_bottom_right(extended, accepted_height - height, accepted_width - width)
-        out = np.empty((accepted_height * self.scale, accepted_width * self.scale, *channels), dtype=dtype)
-        plan = self._run(extended, out, progress)
-        if out.shape[:2] != (image.shape[0] * self.scale, image.shape[1] * self.scale):
-            edge = margin * self.scale
-            out = out[edge : edge + image.shape[0] * self.scale, edge : edge + image.shape[1] * self.scale]
-            out = np.ascontiguousarray(out)
-        return out, plan
+        return extended, (margin_rows, margin_columns, *image.shape[:2])
+
+    def _cropped(self, out: np.ndarray, region: Region) -> np.ndarray:
+        top, left, rows, columns = (value * self.scale for value in region)
+        if out.shape[:2] == (rows, columns):
+            return out
+        return np.ascontiguousarray(out[top : top + rows, left : left + columns])
+
+    def _run_extended(self, image: np.ndarray, channels: tuple[int, ...], dtype: np.dtype,
+                      progress: ProgressCallback | None) -> tuple[np.ndarray, Plan]:
+        """Run over the extended image and crop the margins off the output."""
+        extended, region = self._prepared(image)
+        out = np.empty((extended.shape[0] * self.scale, extended.shape[1] * self.scale, *channels), dtype=dtype)
+        plan = self._run(extended, out, progress, region)
+        return self._cropped(out, region), plan
+
+    def _resized(self, out: np.ndarray, image: np.ndarray) -> np.ndarray:
+        """At `outscale`: the model's scale, then INTER_AREA to shrink or INTER_CUBIC to enlarge."""
+        outscale = self.options.outscale
+        if outscale is None or outscale == self.scale:
+            return out
+        size = (max(1, round(image.shape[1] * outscale)), max(1, round(image.shape[0] * outscale)))
+        return cv2.resize(out, size, interpolation=cv2.INTER_AREA if outscale < self.scale else cv2.INTER_CUBIC)
 
     def upscale(self, image: np.ndarray, progress: ProgressCallback | None = None) -> Upscaled:
         """Super-resolve an RGB (HxWx3) uint8 or uint16 image: the same dtype at the model's scale (or at
-        `outscale`: the model's scale, then INTER_AREA to shrink or INTER_CUBIC to enlarge), and the plan used."""
+        `outscale`), and the plan used."""
         self._check_image(image)
-        height, width = image.shape[:2]
         out, plan = self._run_extended(image, (3,), image.dtype, progress)
-        outscale = self.options.outscale
-        if outscale is None or outscale == self.scale:
-            return Upscaled(out, plan)
-        size = (max(1, round(width * outscale)), max(1, round(height * outscale)))
-        interpolation = cv2.INTER_AREA if outscale < self.scale else cv2.INTER_CUBIC
-        return Upscaled(cv2.resize(out, size, interpolation=interpolation), plan)
+        return Upscaled(self._resized(out, image), plan)
+
+    def upscale_many(self, images: list[np.ndarray]) -> list[Upscaled] | None:
+        """Equal-sized RGB images, each of which runs as one whole window, in shared forwards (as many as the
+        memory budget holds): what a folder of small images costs is then the network's work, not a forward's
+        fixed costs per image. Each result equals `upscale(image)`'s. None where they cannot share forwards
+        (sizes differ, an image needs tiles, the forward fails): the caller runs them one by one."""
+        first = images[0]
+        if len(images) < 2 or not self.exact or any(
+                image.shape != first.shape or image.dtype != first.dtype for image in images):
+            return None
+        self._check_image(first)
+        extended, region = self._prepared(first)
+        height, width = extended.shape[:2]
+        self._switch_when_paid()
+        self._budget = self.memory_budget(len(images) * height * width * 3 * self.scale**2 * first.itemsize)
+        plan = self.plan(height, width, region)
+        if plan.tile != 0 or self.options.tile:
+            return None
+        per_forward = max(1, self._budget // max(1, self.bytes_per_window(height * width * self.input_factor**2)))
+        plan.batch = min(len(images), per_forward * (8 if self.options.ensemble else 1))
+        cuts = windows(height, width, 0, plan.pad, self.size, region)
+        try:
+            with torch.inference_mode():
+                inputs = [next(self._batches(self._prepared(image)[0], plan, cuts, region)) for image in images]
+                output = self._forward_batched(torch.cat([batch.inputs for batch in inputs]), plan)
+        except (OutOfMemory, NonFiniteOutputError):
+            return None
+        plan.overlap = height * width / (region[2] * region[3])
+        results = []
+        for index, (image, batch) in enumerate(zip(images, inputs, strict=True)):
+            out = np.empty((height * self.scale, width * self.scale, 3), dtype=first.dtype)
+            self._write(batch, 0, output[index : index + 1], out)
+            results.append(Upscaled(self._resized(self._cropped(out, region), image), replace(plan)))
+        return results
 
     def upscale_luma(self, image: np.ndarray, progress: ProgressCallback | None = None) -> np.ndarray:
         """Float Y (BT.601, 0..255, clipped, not rounded) of the super-resolved image, at the model's scale.
