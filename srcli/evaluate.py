@@ -225,7 +225,7 @@ def evaluate(
         upscaler = scoring_upscaler(network, scale, options, spec=spec)
         if pre:
             upscaler = Chain(upscaler, pre, str(method))
-            method = " > ".join([Path(stage.name).name for stage in pre] + [Path(str(method)).name])
+            method = upscaler.label
     elif pre:
         raise SrcliError("restorers (pre) need a network to upscale after them, not bicubic")
     column = reference_column(spec if network is not None else None, options.ensemble)

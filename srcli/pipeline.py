@@ -34,6 +34,16 @@ class Stage:
         """What the network sees: rgb, or luma (a grey-only network: Y of BT.601 YCbCr, chroma kept)."""
         return "luma" if self.upscaler.luma_model else "rgb"
 
+    @property
+    def label(self) -> str:
+        """For -v: 'dncnn.pth (x1, on luma: Y only, chroma kept)'."""
+        luma = ", on luma: Y only, chroma kept" if self.input == "luma" else ""
+        return f"{Path(self.name).name} (x{self.upscaler.scale}{luma})"
+
+    def to_dict(self) -> dict:
+        """For --json."""
+        return {"model": self.name, "scale": self.upscaler.scale, "input": self.input}
+
 
 def restorer(resolved: ResolvedModel, scale: int, options: UpscaleOptions) -> Stage:
     """A `--pre` stage: a 1x network (deJPEG, denoise, deblur) run before the upscaler, with the upscaler's
@@ -70,8 +80,7 @@ class ChainPlan(Plan):
 
     def to_dict(self) -> dict:
         data = super().to_dict()
-        data["stages"] = [{"model": stage.name, "scale": stage.upscaler.scale, "input": stage.input,
-                           "plan": plan.to_dict()} for stage, plan in self.stages]
+        data["stages"] = [{**stage.to_dict(), "plan": plan.to_dict()} for stage, plan in self.stages]
         return data
 
 
@@ -83,6 +92,11 @@ class Chain:
         self.upscaler = upscaler
         self.pre = list(pre)
         self.stages = [*self.pre, Stage(name, upscaler)]
+
+    @property
+    def label(self) -> str:
+        """The stages' file or catalogue names in order: 'dncnn.pth > edsr-baseline-x2'."""
+        return " > ".join(Path(stage.name).name for stage in self.stages)
 
     def upscale(self, image: np.ndarray, progress: ProgressCallback | None = None) -> Upscaled:
         """An RGB image through every stage; with restorers, a `ChainPlan` naming each stage's plan."""

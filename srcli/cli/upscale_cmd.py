@@ -255,7 +255,6 @@ def _upscale(shard: Shard, inputs: list[str], models: tuple[weights.ResolvedMode
     from srcli.pipeline import ImagePipeline
 
     resolved, stages = models
-
     started = time.perf_counter()
     found, problems = collect_inputs(inputs, outputs.recursive)
     label = scale_label(options.outscale or scale)
@@ -265,23 +264,17 @@ def _upscale(shard: Shard, inputs: list[str], models: tuple[weights.ResolvedMode
     pipeline = ImagePipeline(upscaler, stages, resolved.name)
     mine = shard.take(jobs)
     lone = len(jobs) + len(problems) == 1
-    name = _chain_name(pipeline, resolved.name)
     if shard.rank == 0:
         for problem in problems:
             _report_failure(problem)
         if not lone:
-            _announce(len(jobs), label, scale, name, upscaler, shard)
+            _announce(len(jobs), label, scale, pipeline.chain.label, upscaler, shard)
     results = _run_with_progress(mine, pipeline, outputs, lone, shard)
     summary = Summary(gather_results(shard, results) + (problems if shard.rank == 0 else []))
     summary.seconds = time.perf_counter() - started
     if shard.rank == 0:
-        _render(summary, name, scale, label, pipeline, shard, outputs, lone)
+        _render(summary, resolved.name, scale, label, pipeline, shard, outputs, lone)
     return 1 if summary.count("failed") else 0
-
-
-def _chain_name(pipeline: ImagePipeline, model: str) -> str:
-    """The model's file or catalogue name, after its restorers': 'dncnn.pth > edsr-baseline-x2'."""
-    return " > ".join([Path(stage.name).name for stage in pipeline.chain.pre] + [Path(model).name])
 
 
 def _announce(count: int, label: str, scale: int, model: str, upscaler: Upscaler, shard: Shard) -> None:
@@ -328,8 +321,7 @@ def _run_with_progress(mine: list[Job], pipeline: ImagePipeline, outputs: _Outpu
                 progress.console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
 
         callbacks = BatchCallbacks(started_image, tile_done, finished_image)
-        return run_jobs(mine, pipeline, outputs.quality, outputs.max_pixels, callbacks,
-                        rank=shard.rank)
+        return run_jobs(mine, pipeline, outputs.quality, outputs.max_pixels, callbacks, rank=shard.rank)
 
 
 def _render(summary: Summary, model: str, scale: int, label: str, pipeline: ImagePipeline, shard: Shard,
@@ -338,7 +330,7 @@ def _render(summary: Summary, model: str, scale: int, label: str, pipeline: Imag
     if outputs.as_json:
         stdout.print_json(json.dumps(_json(summary, model, scale, label, pipeline, shard)))
     if lone:
-        _report_single(summary.results[0], model, outputs.verbose, _resize_note(scale, label))
+        _report_single(summary.results[0], pipeline.chain.label, outputs.verbose, _resize_note(scale, label))
         return
     console.print(_summary_table(summary))
     destination = _destination(summary)
@@ -400,10 +392,7 @@ def _plan_text(plan: Plan) -> str:
     stages = getattr(plan, "stages", None)
     if not stages:
         return _stage_text(plan)
-    texts = [f"{escape(Path(stage.name).name)} (x{stage.upscaler.scale}"
-             f"{', on luma: Y only, chroma kept' if stage.input == 'luma' else ''}): {_stage_text(each)}"
-             for stage, each in stages]
-    return " -> ".join(texts)  # each stage's text carries its own back-off notes
+    return " -> ".join(f"{escape(stage.label)}: {_stage_text(each)}" for stage, each in stages)  # own notes each
 
 
 def _stage_text(plan: Plan) -> str:
@@ -466,11 +455,9 @@ def _json(summary: Summary, model: str, scale: int, label: str, pipeline: ImageP
     from srcli.engine import precision_name
 
     upscaler = pipeline.upscaler
-    stages = [{"model": stage.name, "scale": stage.upscaler.scale, "input": stage.input}
-              for stage in pipeline.chain.stages]
     return {
         "model": model,
-        "stages": stages,
+        "stages": [stage.to_dict() for stage in pipeline.chain.stages],
         "scale": scale,
         "output_scale": label,
         "device": str(upscaler.device),
