@@ -122,3 +122,16 @@ def test_eval_with_pre_scores_the_chain(cli, benchmark_dir, restorer_file, upsca
     plain_result, chained_result = json.loads(plain)["results"][0], json.loads(chained)["results"][0]
     assert chained_result["method"] == "compact_1x.pth > tiny_x2.pt"
     assert chained_result["psnr"] != pytest.approx(plain_result["psnr"], abs=1e-3)
+
+
+def test_api_pre_equals_the_api_run_twice(restorer_file, upscaler_file):
+    import srcli
+
+    image = np.random.default_rng(5).integers(0, 256, (14, 18, 3), dtype=np.uint8)
+    chained = srcli.load(upscaler_file, pre=[restorer_file], device="cpu", tile=0)
+    assert chained.pre == [str(restorer_file)] and "pre=" in repr(chained)
+    by_hand = srcli.upscale(srcli.upscale(image, model=restorer_file, device="cpu", tile=0), model=upscaler_file,
+                            device="cpu", tile=0)
+    assert np.array_equal(chained.upscale(image), by_hand)
+    assert np.array_equal(srcli.upscale(image, model=upscaler_file, pre=[restorer_file], device="cpu", tile=0),
+                          by_hand)
