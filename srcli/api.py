@@ -17,7 +17,7 @@ from srcli.engine import Upscaler
 from srcli.errors import ScaleError
 from srcli.imageio import read_image
 from srcli.options import UpscaleOptions
-from srcli.pipeline import ImagePipeline
+from srcli.pipeline import ImagePipeline, Stage, load_restorers
 from srcli.weights import Weights
 
 Image = np.ndarray | str | os.PathLike
@@ -28,16 +28,20 @@ class Model:
     """A network loaded once and ready to upscale many images: what `srcli.load` returns.
 
     `name` is the catalogue name (or the file), `scale` the scale it runs at, `weights` the catalogue entry
-    (None for a file of your own), `spec` what the architecture record says about it.
+    (None for a file of your own), `spec` what the architecture record says about it, `pre` the names of the
+    1x restorers run before it.
     """
 
-    def __init__(self, resolved: catalogue_module.ResolvedModel, scale: int, options: UpscaleOptions):
+    def __init__(self, resolved: catalogue_module.ResolvedModel, scale: int, options: UpscaleOptions,
+                 pre: list[Stage] | None = None):
         self.name = resolved.name
         self.scale = scale
         self.spec = resolved.spec
         self.weights: Weights | None = resolved.entry
         self.options = options
-        self._pipeline = ImagePipeline(Upscaler(resolved.model, scale, options, spec=resolved.spec))
+        self.pre = [stage.name for stage in pre or []]
+        upscaler = Upscaler(resolved.model, scale, options, spec=resolved.spec)
+        self._pipeline = ImagePipeline(upscaler, pre or [], resolved.name)
 
     def upscale(self, image: Image) -> np.ndarray:
         """An RGB/RGBA/grey uint8 or uint16 array (or an image path) -> the upscaled array, same layout and dtype."""
@@ -46,7 +50,8 @@ class Model:
     __call__ = upscale
 
     def __repr__(self) -> str:
-        return f"srcli.Model({self.name!r}, scale={self.scale}, border={self.options.border!r})"
+        pre = f", pre={self.pre!r}" if self.pre else ""
+        return f"srcli.Model({self.name!r}, scale={self.scale}, border={self.options.border!r}{pre})"
 
 
 def load(
@@ -59,18 +64,21 @@ def load(
     device: str = _DEFAULTS.device,
     precision: str = _DEFAULTS.precision,
     tile: int | None = _DEFAULTS.tile,
+    pre: list[str | os.PathLike] | None = None,
 ) -> Model:
     """A catalogue name, a checkpoint path or a catalogue entry (None: srcli's default model) -> a `Model`.
 
     `scale` None is the model's own, with `outscale` a native one if any, else 4 (as `srcli upscale`).
     `border="reflect"` extends the image past its edges before the network (clean borders, as the CLI);
-    "zero" is the papers' padding. Catalogue files download on first use.
+    "zero" is the papers' padding. `pre`: 1x restorers (names or files) run in order before the upscaler
+    (`--pre`); a grey-only one runs on luma. Catalogue files download on first use.
     """
     name = model.name if isinstance(model, Weights) else (None if model is None else os.fspath(model))
-    resolved, chosen = catalogue_module.select(name, None, scale, outscale=outscale)
     options = UpscaleOptions.for_upscale(device=device, precision=precision, tile=tile, ensemble=ensemble,
                                          outscale=outscale, border=border)
-    return Model(resolved, chosen, options)
+    stages = load_restorers([os.fspath(each) for each in pre or []], options)
+    resolved, chosen = catalogue_module.select(name, None, scale, outscale=outscale)
+    return Model(resolved, chosen, options, stages)
 
 
 def upscale(
@@ -84,13 +92,15 @@ def upscale(
     device: str = _DEFAULTS.device,
     precision: str = _DEFAULTS.precision,
     tile: int | None = _DEFAULTS.tile,
+    pre: list[str | os.PathLike] | None = None,
 ) -> np.ndarray:
     """Upscale one image: an RGB/RGBA/grey uint8 or uint16 array, or a path; returns the same layout and dtype.
 
-    Loads the model each call: for many images, `srcli.load(...)` once and call `.upscale` on each.
+    `pre`: 1x restorers run first (see `load`). Loads the models each call: for many images,
+    `srcli.load(...)` once and call `.upscale` on each.
     """
     loaded = load(model, scale, outscale=outscale, ensemble=ensemble, border=border, device=device,
-                  precision=precision, tile=tile)
+                  precision=precision, tile=tile, pre=pre)
     return loaded.upscale(image)
 
 

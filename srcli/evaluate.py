@@ -14,7 +14,7 @@ to 0.015 dB. Networks always get the published RGB LR images, as the paper's own
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,12 @@ from torch import nn
 
 from srcli.datasets import Dataset, ImagePair
 from srcli.engine import Upscaler
+from srcli.errors import SrcliError
 from srcli.imageio import write_image
 from srcli.metrics import psnr, quantize, rgb_to_y, ssim
 from srcli.models import ModelSpec, bicubic, spec_of
 from srcli.options import UpscaleOptions
+from srcli.pipeline import Chain, Stage
 from srcli.resize import imresize, modcrop
 
 BICUBIC = bicubic.NAME  # the catalogue method; scored here by the classic MATLAB luma pipeline
@@ -205,20 +207,27 @@ def evaluate(
     options: UpscaleOptions | None = None,
     save_dir: Path | None = None,
     progress: ImageProgress | None = None,
+    pre: Sequence[Stage] = (),
 ) -> SetResult:
     """Score `network` (None: bicubic) on every image of `dataset` at `scale`; SR saved under save_dir if given.
 
     `spec` says what the network is (srcli's own modules carry it); `method` names it in the result; `options`
     says how the network runs (None: `UpscaleOptions.for_scoring()`, what the published numbers need).
+    `pre`: 1x restorers run on each LR image before the network (the method then names the chain).
     `seconds` is the time to produce each SR image.
     """
     options = options or UpscaleOptions.for_scoring()
-    upscaler = None
+    upscaler: Upscaler | Chain | None = None
     if network is not None:
         spec = spec or spec_of(network)
         method = method or spec.arch
         spec.check_scale(scale, method, doing="be scored at")
         upscaler = scoring_upscaler(network, scale, options, spec=spec)
+        if pre:
+            upscaler = Chain(upscaler, pre, str(method))
+            method = upscaler.label
+    elif pre:
+        raise SrcliError("restorers (pre) need a network to upscale after them, not bicubic")
     column = reference_column(spec if network is not None else None, options.ensemble)
     result = SetResult(dataset.name, scale, BICUBIC if network is None else str(method), protocol, options.ensemble,
                        reference=reference(dataset.name, scale, column, protocol))
@@ -229,7 +238,7 @@ def score_pairs(
     result: SetResult,
     pairs: Iterable[ImagePair],
     total: int,
-    upscaler: Upscaler | None,
+    upscaler: Upscaler | Chain | None,
     *,
     save_dir: Path | None = None,
     progress: ImageProgress | None = None,
@@ -255,7 +264,7 @@ def score_pairs(
 
 
 def _super_resolve(
-    pair: ImagePair, scale: int, upscaler: Upscaler | None, rules: Protocol
+    pair: ImagePair, scale: int, upscaler: Upscaler | Chain | None, rules: Protocol
 ) -> tuple[np.ndarray, np.ndarray]:
     """(SR, the HR it is scored against)."""
     if upscaler is not None:

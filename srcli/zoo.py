@@ -150,9 +150,9 @@ def load(state: dict[str, Any]) -> tuple[nn.Module, ModelSpec]:
                               f"{str(error).splitlines()[0] if str(error) else ''})") from None
     if not isinstance(descriptor, module.ImageModelDescriptor) or descriptor.purpose not in ("SR", "Restoration"):
         raise CheckpointError(f"{descriptor.architecture.name} is a {descriptor.purpose} model, not image-to-image")
-    if (descriptor.input_channels, descriptor.output_channels) != (3, 3):
+    if (descriptor.input_channels, descriptor.output_channels) not in ((3, 3), (1, 1)):
         raise CheckpointError(f"{descriptor.architecture.name} maps {descriptor.input_channels} channels to "
-                              f"{descriptor.output_channels}; srcli runs RGB-to-RGB models")
+                              f"{descriptor.output_channels}; srcli runs RGB-to-RGB models, and grey ones on luma")
     config = {"scale": int(descriptor.scale), "channels": int(descriptor.input_channels),
               "tags": list(descriptor.tags)}
     return descriptor.model.eval(), ModelSpec(_record(descriptor), config, layout="spandrel")

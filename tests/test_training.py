@@ -322,7 +322,7 @@ def test_every_train_option_is_a_train_config_field() -> None:
 
     command = typer.main.get_command(app).commands["train"]
     names = {param.name for param in command.params}
-    assert names - {field.name for field in fields(TrainConfig)} == {"resume"}
+    assert names - {field.name for field in fields(TrainConfig)} == {"resume", "preview_degradation"}  # actions
     given = {"scales": "2,3", "data": ("a", "b"), "out": Path("runs/x"), "steps": None, "compile": True,
              "recipe": "mdsr", "resume": False}
     assert _overrides(given) == {"scales": [2, 3], "data": ["a", "b"], "out": "runs/x", "steps": None,

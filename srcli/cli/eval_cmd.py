@@ -20,6 +20,7 @@ from srcli.options import UpscaleOptions
 if TYPE_CHECKING:
     from srcli.datasets import DatasetSpec
     from srcli.evaluate import SetResult
+    from srcli.pipeline import Stage
     from srcli.weights import ResolvedModel
 
 
@@ -85,6 +86,10 @@ _Weights = Annotated[Path, typer.Option("--weights", "-w", help="A checkpoint fi
 _Scale = Annotated[str, typer.Option(
     "--scale", "-s", help="Scales, comma-separated. Default: the model's own (x2,x3,x4 for most)."
 )]
+_Pre = Annotated[list[str], typer.Option(
+    "--pre", metavar="MODEL_OR_FILE",
+    help="A 1x restorer run on each LR image before the model (repeatable); a grey-only one runs on luma.",
+)]
 _Ensemble = Annotated[bool, typer.Option("--ensemble", help="Geometric self-ensemble x8 (the paper's '+').")]
 _PerImage = Annotated[bool, typer.Option("--per-image", help="Also show (and put in --json) every image.")]
 _SaveDir = Annotated[Path, typer.Option("--save-dir", help="Save SR images as <dir>/<set>/x<s>/<name>.png.")]
@@ -111,6 +116,7 @@ def eval_command(
     model: _Model = None,
     weights: _Weights = None,
     scale: _Scale = None,
+    pre: _Pre = None,
     ensemble: _Ensemble = _DEFAULTS.ensemble,
     per_image: _PerImage = False,
     save_dir: _SaveDir = None,
@@ -144,6 +150,7 @@ def eval_command(
     """
     from srcli.datasets import dataset_spec
     from srcli.evaluate import BICUBIC
+    from srcli.pipeline import load_restorers
 
     options = UpscaleOptions.for_scoring(device=device, ensemble=ensemble, border=border.value, backend=backend)
     check_placement(options)
@@ -151,9 +158,12 @@ def eval_command(
         raise fail("give --model NAME (or 'bicubic') or --weights PATH, not both")
     if ensemble and model is not None and model.lower() == BICUBIC:
         raise fail("--ensemble needs a network; bicubic has nothing to ensemble")
+    if pre and model is not None and model.lower() == BICUBIC:
+        raise fail("--pre needs a network to upscale after the restorers; bicubic is scored on HR luma alone")
     specs = [dataset_spec(name) for name in dict.fromkeys(sets)]
+    stages = load_restorers(pre or [], options)
     networks = _resolve_models(model, weights, parse_scales(scale) if scale else None)
-    results = _score(specs, networks, options, protocol.value, data_dir, save_dir, mirror)
+    results = _score(specs, (networks, stages), options, protocol.value, data_dir, save_dir, mirror)
     _render(results, options, protocol, per_image, as_json)
 
 
@@ -162,12 +172,14 @@ def register(app: typer.Typer) -> None:
     app.command("eval")(eval_command)
 
 
-def _score(specs: list[DatasetSpec], networks: dict[int, ResolvedModel | None], options: UpscaleOptions, protocol: str,
-           data_dir: Path | None, save_dir: Path | None, mirror: str | None) -> list[SetResult]:
+def _score(specs: list[DatasetSpec], models: tuple[dict[int, ResolvedModel | None], list[Stage]],
+           options: UpscaleOptions, protocol: str, data_dir: Path | None, save_dir: Path | None,
+           mirror: str | None) -> list[SetResult]:
     """Every set at every scale, with a download bar and a bar per (set, scale); every set checked first."""
     from srcli.datasets import prepare
     from srcli.evaluate import evaluate
 
+    networks, stages = models
     scales = list(networks)
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
                TimeElapsedColumn())
@@ -202,7 +214,7 @@ def _score(specs: list[DatasetSpec], networks: dict[int, ResolvedModel | None], 
                 results.append(evaluate(
                     dataset, each_scale, resolved.model if resolved else None, resolved.spec if resolved else None,
                     method=resolved.name if resolved else None, protocol=protocol, options=options,
-                    save_dir=save_dir, progress=on_image,
+                    save_dir=save_dir, progress=on_image, pre=stages,
                 ))
     return results
 

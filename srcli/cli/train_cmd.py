@@ -213,6 +213,19 @@ def train_command(
                                    help="Where decoded images and LR are cached (RUN/cache); share between runs."),
     compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
     export_fp16: bool = typer.Option(None, "--export-fp16/--export-fp32", help="Store model.pt in fp16."),
+    degradation: str = typer.Option(
+        None, "--degradation",
+        help="bicubic (default: the MATLAB bicubic LR, what srcli's models undo) or real: each patch's LR made on "
+        "the fly from its HR (blur, resize, noise, JPEG, twice; Real-ESRGAN style) for real photos.",
+    ),
+    degradation_set: list[str] = typer.Option(
+        None, "--degradation-set", metavar="NAME=VALUE",
+        help="Change a real-degradation setting, e.g. jpeg_range=40,95 or noise_prob2=0.5 (repeatable; README).",
+    ),
+    preview_degradation: int = typer.Option(
+        None, "--preview-degradation", metavar="N", min=1,
+        help="Write N HR/LR pairs of the real degradations to OUT/degradation-preview.png and exit.",
+    ),
 ) -> None:
     """Train EDSR, MDSR or VDSR with the papers' recipes; resumable, validated, exported.
 
@@ -233,12 +246,41 @@ def train_command(
       srcli train --resume --out runs/x2 --steps 600000
 
       torchrun --nproc-per-node 4 -m srcli train --data div2k --out runs/r
+
+      srcli train -s 4 --data div2k --degradation real --preview-degradation 8 --out runs/real
     """
     from srcli.training import Trainer, configure
 
+    if preview_degradation is not None:
+        _preview(recipe, _overrides(ctx.params), preview_degradation)
+        return
     config, state = configure(recipe, _overrides(ctx.params), resume)
     started = time.perf_counter()
     _report(_run(Trainer(config, state)), started)
+
+
+def _preview(recipe: str | None, overrides: dict[str, Any], count: int) -> None:
+    """--preview-degradation: the grid of what --degradation real makes, written beside the run; nothing trains."""
+    from srcli.errors import TrainingError
+    from srcli.imageio import write_image
+    from srcli.training.data import degradation_preview, resolve_data_folders
+    from srcli.training.recipes import degradation_recipe, make_config
+
+    if overrides.get("degradation") == "bicubic":
+        raise TrainingError("--preview-degradation shows the real degradations; drop --degradation bicubic")
+    if not overrides.get("data"):
+        raise TrainingError("--preview-degradation needs --data: a folder of HR images to degrade")
+    overrides = {**overrides, "degradation": "real",
+                 "data": resolve_data_folders(overrides["data"], overrides.get("data_dir"))}
+    config = make_config(recipe or "edsr-baseline", **overrides)
+    recipe_settings = degradation_recipe(config)
+    assert recipe_settings is not None
+    grid = degradation_preview(config.data, config.scales[0], config.patch, count, recipe_settings, config.seed)
+    target = Path(config.out) / "degradation-preview.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_image(target, grid)
+    console.print(f"wrote {escape(str(target))} ({grid.shape[1]}x{grid.shape[0]}: {count} HR | LR pair(s), "
+                  f"x{config.scales[0]}, LR shown nearest-upscaled)", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the core (and torch) loads when a command runs, never for -
     from srcli import weights
     from srcli.batch import ImageResult, Job, Shard, Summary
     from srcli.engine import Plan, Upscaler
+    from srcli.pipeline import ImagePipeline, Stage
 
 _UNITS = {"k": 1e3, "m": 1e6, "mp": 1e6, "g": 1e9, "gp": 1e9}
 
@@ -80,6 +81,11 @@ _Scale = Annotated[int | None, typer.Option(
 _Model = Annotated[str | None, typer.Option("-m", "--model", help="Catalogue model name (see `srcli models`).")]
 _Weights = Annotated[Path | None, typer.Option(
     "-w", "--weights", help="A checkpoint file (.pt/.pth, EDSR/MDSR/VDSR; detected from its tensors)."
+)]
+_Pre = Annotated[list[str] | None, typer.Option(
+    "--pre", metavar="MODEL_OR_FILE",
+    help="A 1x restorer (deJPEG, denoise, deblur: a catalogue name or file) run before the upscaler; "
+    "repeat for several, in order. A grey-only model runs on luma (Y), chroma kept.",
 )]
 _Ensemble = Annotated[bool, typer.Option(
     "--ensemble", help="Geometric self-ensemble x8 (EDSR+): a little better, ~8x slower."
@@ -151,6 +157,7 @@ def upscale_command(
     scale: _Scale = None,
     model: _Model = None,
     weights_path: _Weights = None,
+    pre: _Pre = None,
     ensemble: _Ensemble = _DEFAULTS.ensemble,
     tile: _Tile = _DEFAULTS.tile,
     tile_pad: _TilePad = _DEFAULTS.tile_pad,
@@ -188,6 +195,8 @@ def upscale_command(
 
       srcli upscale photos/ -r -o big/ --model edsr-baseline-x2 --skip-existing
 
+      srcli upscale photo.jpg --pre dncnn.pth -v   (denoise at 1x, then upscale)
+
       srcli upscale "scans/*.tif" --scale 2 --ensemble --json > report.json
 
       torchrun --nproc-per-node 4 -m srcli upscale huge/ -o out/   (a share each)
@@ -201,7 +210,7 @@ def upscale_command(
                                          ensemble=ensemble, outscale=outscale, batch=batch, border=border.value,
                                          backend=backend)
     check_placement(options)
-    code = _upscale_sharded(inputs, model, weights_path, scale, mirror, options, outputs)
+    code = _upscale_sharded(inputs, (model, weights_path, pre or []), scale, mirror, options, outputs)
     if code:
         raise SystemExit(code)
 
@@ -211,16 +220,20 @@ def register(app: typer.Typer) -> None:
     app.command("upscale")(upscale_command)
 
 
-def _upscale_sharded(inputs: list[str], model: str | None, weights_path: Path | None, scale: int | None,
+def _upscale_sharded(inputs: list[str], models: tuple[str | None, Path | None, list[str]], scale: int | None,
                      mirror: str | None, options: UpscaleOptions, outputs: _Outputs) -> int:
-    """Resolve the model and run this process's share of the inputs; the exit code."""
+    """Resolve the models (--model/--weights and each --pre) and run this process's share of the inputs; the
+    exit code."""
     from srcli.batch import join_shard, leave_shard
+    from srcli.pipeline import restorer
 
+    model, weights_path, pre = models
     shard = join_shard()
     try:
+        options = replace(options, device=_shard_device(options.device, shard))
+        stages = [restorer(*resolve_model(name, None, None, mirror), options) for name in pre]
         resolved, scale = resolve_model(model, weights_path, scale, mirror, options.outscale)
-        return _upscale(shard, inputs, resolved, scale, replace(options, device=_shard_device(options.device, shard)),
-                        outputs)
+        return _upscale(shard, inputs, (resolved, stages), scale, options, outputs)
     except KeyboardInterrupt:
         # Handled here so the exit status is 130 whatever the framework does with KeyboardInterrupt.
         console.print("[yellow]interrupted[/]: finished images are kept; no partial file was left behind")
@@ -238,18 +251,21 @@ def _shard_device(device: str, shard: Shard) -> str:
     return str(choose_device("auto", local_rank=shard.local_rank))
 
 
-def _upscale(shard: Shard, inputs: list[str], resolved: weights.ResolvedModel, scale: int,
+def _upscale(shard: Shard, inputs: list[str], models: tuple[weights.ResolvedModel, list[Stage]], scale: int,
              options: UpscaleOptions, outputs: _Outputs) -> int:
     """Parse the inputs, run the batch, render the summary: the exit code."""
     from srcli.batch import Summary, collect_inputs, gather_results, plan_jobs, scale_label
     from srcli.engine import Upscaler
+    from srcli.pipeline import ImagePipeline
 
+    resolved, stages = models
     started = time.perf_counter()
     found, problems = collect_inputs(inputs, outputs.recursive)
     label = scale_label(options.outscale or scale)
     jobs = plan_jobs(found, outputs.output, label, outputs.output_format, outputs.existing, outputs.suffix)
     shard.wait_for_all()
     upscaler = Upscaler(resolved.model, scale, options, spec=resolved.spec)
+    pipeline = ImagePipeline(upscaler, stages, resolved.name)
     mine = shard.take(jobs)
     lone = len(jobs) + len(problems) == 1
     if shard.rank == 0:
@@ -258,12 +274,12 @@ def _upscale(shard: Shard, inputs: list[str], resolved: weights.ResolvedModel, s
         if note := jpeg_note((job.source for job in jobs), resolved.entry, scale):
             console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True, highlight=False)
         if not lone:
-            _announce(len(jobs), label, scale, resolved.name, upscaler, shard)
-    results = _run_with_progress(mine, upscaler, outputs, lone, shard)
+            _announce(len(jobs), label, scale, pipeline.chain.label, upscaler, shard)
+    results = _run_with_progress(mine, pipeline, outputs, lone, shard)
     summary = Summary(gather_results(shard, results) + (problems if shard.rank == 0 else []))
     summary.seconds = time.perf_counter() - started
     if shard.rank == 0:
-        _render(summary, resolved.name, scale, label, upscaler, shard, outputs, lone)
+        _render(summary, resolved.name, scale, label, pipeline, shard, outputs, lone)
     return 1 if summary.count("failed") else 0
 
 
@@ -272,7 +288,7 @@ def _announce(count: int, label: str, scale: int, model: str, upscaler: Upscaler
     where = f", {shard.world} processes" if shard.world > 1 else ""
     note = _resize_note(scale, label)
     resize = f" ({note})" if note else ""
-    heading = f"upscaling {count} image(s) x{label} with {escape(Path(model).name)}{resize} on {_engine(upscaler)}"
+    heading = f"upscaling {count} image(s) x{label} with {escape(model)}{resize} on {_engine(upscaler)}"
     console.print(heading + where, soft_wrap=True)
 
 
@@ -282,11 +298,10 @@ def _engine(upscaler: Upscaler) -> str:
     return f"{upscaler.device} {precision_name(upscaler.dtype)} {upscaler.backend}"
 
 
-def _run_with_progress(mine: list[Job], upscaler: Upscaler, outputs: _Outputs, lone: bool,
+def _run_with_progress(mine: list[Job], pipeline: ImagePipeline, outputs: _Outputs, lone: bool,
                        shard: Shard) -> list[ImageResult]:
     """Run this process's jobs with a bar per image and per tile; a line per image where there is no bar."""
     from srcli.batch import BatchCallbacks, run_jobs
-    from srcli.pipeline import ImagePipeline
 
     with _progress(len(mine)) as progress:
         images = progress.add_task("images", total=len(mine))
@@ -312,17 +327,16 @@ def _run_with_progress(mine: list[Job], upscaler: Upscaler, outputs: _Outputs, l
                 progress.console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
 
         callbacks = BatchCallbacks(started_image, tile_done, finished_image)
-        return run_jobs(mine, ImagePipeline(upscaler), outputs.quality, outputs.max_pixels, callbacks,
-                        rank=shard.rank)
+        return run_jobs(mine, pipeline, outputs.quality, outputs.max_pixels, callbacks, rank=shard.rank)
 
 
-def _render(summary: Summary, model: str, scale: int, label: str, upscaler: Upscaler, shard: Shard,
+def _render(summary: Summary, model: str, scale: int, label: str, pipeline: ImagePipeline, shard: Shard,
             outputs: _Outputs, lone: bool) -> None:
     """--json on stdout; the one image's line or the summary table on stderr."""
     if outputs.as_json:
-        stdout.print_json(json.dumps(_json(summary, model, scale, label, upscaler, shard)))
+        stdout.print_json(json.dumps(_json(summary, model, scale, label, pipeline, shard)))
     if lone:
-        _report_single(summary.results[0], Path(model).name, outputs.verbose, _resize_note(scale, label))
+        _report_single(summary.results[0], pipeline.chain.label, outputs.verbose, _resize_note(scale, label))
         return
     console.print(_summary_table(summary))
     destination = _destination(summary)
@@ -380,6 +394,14 @@ def _plan_note(plan: Plan) -> str:
 
 
 def _plan_text(plan: Plan) -> str:
+    """How the engine ran: the upscaler's plan, or each stage's in turn for a chain (--pre)."""
+    stages = getattr(plan, "stages", None)
+    if not stages:
+        return _stage_text(plan)
+    return " -> ".join(f"{escape(stage.label)}: {_stage_text(each)}" for stage, each in stages)  # own notes each
+
+
+def _stage_text(plan: Plan) -> str:
     tiles = f"{plan.tiles} tiles of {plan.tile} px + {plan.pad} pad"
     if plan.tiling == "approximate":
         tiles += ", approximate tiling (cross-faded: this network's tiles cannot be exact)"
@@ -435,11 +457,13 @@ def _summary_table(summary: Summary) -> Table:
     return table
 
 
-def _json(summary: Summary, model: str, scale: int, label: str, upscaler: Upscaler, shard: Shard) -> dict:
+def _json(summary: Summary, model: str, scale: int, label: str, pipeline: ImagePipeline, shard: Shard) -> dict:
     from srcli.engine import precision_name
 
+    upscaler = pipeline.upscaler
     return {
         "model": model,
+        "stages": [stage.to_dict() for stage in pipeline.chain.stages],
         "scale": scale,
         "output_scale": label,
         "device": str(upscaler.device),

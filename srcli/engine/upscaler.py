@@ -133,7 +133,7 @@ class Upscaler(Planning):
         self.pixel_max = float(self.spec.pixel_max)
         self.channels = int(self.spec.channels)
         self.upscales_inside = not self.spec.bicubic_input
-        self.luma_model = self.spec.bicubic_input and self.channels == 1
+        self.luma_model = self.channels == 1  # grey-only networks (Y VDSR, DnCNN) run on Y; chroma is kept
         self._convert_later: nn.Module | None = None  # auto's OpenVINO conversion, deferred (see _make_runner)
         self._torch_work = 0.0  # multiply-adds torch ran while that conversion waits
         self._work_per_pixel = 0.0
@@ -241,26 +241,30 @@ class Upscaler(Planning):
 
     def _batches(self, image: np.ndarray, plan: Plan, cuts: list[Window], region: Region) -> Iterator[Batch]:
         """The windows' network inputs, as many per forward as the plan batches (8 transforms each with the
-        ensemble); bicubic-input networks get the MATLAB double bicubic, Y-channel ones its Y."""
+        ensemble); bicubic-input networks get the MATLAB double bicubic, Y-channel ones its Y (their chroma, at the
+        output's size, is kept to join the output)."""
         window_h = window_size(image.shape[0], plan.tile, plan.pad, self.size, region[2])
         window_w = window_size(image.shape[1], plan.tile, plan.pad, self.size, region[3])
         peak = float(np.iinfo(image.dtype).max)
         per_forward = plan.batch if not self.options.ensemble else max(1, plan.batch // 8)
         for group, crops in window_groups(image, cuts, window_h, window_w, per_forward):
-            if self.upscales_inside:
+            if self.upscales_inside and not self.luma_model:
                 stacked = torch.from_numpy(np.stack(crops)).to(self.device)
                 x = stacked.permute(0, 3, 1, 2).float() * (self.pixel_max / peak)
                 yield Batch(group, self.runner.normalise(x))
                 continue
             planes, chroma = [], []
             for crop in crops:
-                bicubic = imresize(crop.astype(np.float64) / peak, scale=self.scale)  # MATLAB double path
+                image_in = crop.astype(np.float64) / peak
+                if not self.upscales_inside:
+                    image_in = imresize(image_in, scale=self.scale)  # MATLAB double path
                 if self.luma_model:
-                    plane, cbcr = luma.split(bicubic)
+                    plane, cbcr = luma.split(image_in)
                     planes.append(plane)
-                    chroma.append(cbcr)
+                    upscale_chroma = self.upscales_inside and self.scale > 1
+                    chroma.append(imresize(cbcr, scale=self.scale) if upscale_chroma else cbcr)
                 else:
-                    planes.append(bicubic)
+                    planes.append(image_in)
             x = torch.from_numpy(np.stack(planes)).to(self.device, torch.float32).permute(0, 3, 1, 2)
             yield Batch(group, self.runner.normalise(x * self.pixel_max), chroma)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from srcli.imageio import read_image, to_8bit
 from srcli.metrics import rgb_to_y
 from srcli.resize import downscale, imresize, modcrop
 from srcli.training.events import EventCallback, Note, TrainWarning
+
+if TYPE_CHECKING:
+    from srcli.training.degradation import DegradationRecipe
 
 IMAGE_SUFFIXES = frozenset({".png", ".bmp", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"})
 CACHE_VERSION = 2
@@ -296,21 +299,34 @@ def minibatch_scale(scales: list[int], seed: int, step: int) -> int:
     return scales[int(np.random.default_rng([seed, 7, step]).integers(len(scales)))]
 
 
+def real_lr(hr_patch: np.ndarray, scale: int, recipe: DegradationRecipe, seed: int, rank: int, step: int,
+            index: int) -> np.ndarray:
+    """A patch's LR by the real degradations (uint8), drawn from its own seed: the run's seed, the rank, the step
+    and the patch's place in the batch, so a resumed run makes the very same LR."""
+    from srcli.training.degradation import degrade
+
+    rng = np.random.default_rng([seed, rank, step, index, 0x5EA1])
+    return np.rint(degrade(hr_patch, scale, rng, recipe) * 255.0).astype(np.uint8)
+
+
 class PatchSampler:
     """Random aligned patches with flips and 90° rotations; `batch(step)` depends only on seed, rank, step.
 
     EDSR/MDSR: one scale per batch (drawn from seed and step only, so every DDP rank agrees), LR patch
-    `patch`, HR patch `patch * scale`. VDSR ('ilr'): each sample its own scale, input and target
+    `patch`, HR patch `patch * scale`; with a degradation `recipe` the LR is made from the HR patch (`real_lr`)
+    instead of cut from the cached bicubic LR. VDSR ('ilr'): each sample its own scale, input and target
     `patch` x `patch`.
     """
 
-    def __init__(self, data: TrainingData, patch: int, batch: int, seed: int, rank: int = 0, augment: bool = True):
+    def __init__(self, data: TrainingData, patch: int, batch: int, seed: int, rank: int = 0, augment: bool = True,
+                 recipe: DegradationRecipe | None = None):
         self.data = data
         self.patch = patch
         self.batch_size = batch
         self.seed = seed
         self.rank = rank
         self.augment = augment
+        self.recipe = recipe
         self.scales = sorted(data.lr)
 
     def scale_for(self, step: int) -> int:
@@ -344,10 +360,35 @@ class PatchSampler:
             lr = lows[images[i]]
             y = int(offsets[i, 0] * (lr.shape[0] - p + 1))
             x = int(offsets[i, 1] * (lr.shape[1] - p + 1))
-            inputs[i] = _augment(lr[y : y + p, x : x + p], codes[i])
             targets[i] = _augment(self.data.hr[images[i]][y * scale : y * scale + hp, x * scale : x * scale + hp],
                                   codes[i])
+            if self.recipe is None:
+                inputs[i] = _augment(lr[y : y + p, x : x + p], codes[i])
+            else:
+                inputs[i] = real_lr(targets[i], scale, self.recipe, self.seed, self.rank, step, i)
         return inputs, targets, scale
+
+
+def degradation_preview(folders: list[str], scale: int, patch: int, count: int, recipe: DegradationRecipe,
+                        seed: int = 0) -> np.ndarray:
+    """`count` HR patches (`patch * scale` square, from the folders' images in turn) beside their real LR, as
+    training makes them (`real_lr`): the grid `srcli train --preview-degradation` writes."""
+    from srcli.training.degradation import preview_grid
+
+    if count < 1:
+        raise TrainingError(f"--preview-degradation needs at least 1 pair, not {count}")
+    files = find_images(folders)
+    side = patch * scale
+    pairs = []
+    for index in range(count):
+        hr = read_rgb(files[index % len(files)])
+        if min(hr.shape[:2]) < side:
+            raise TrainingError(f"{files[index % len(files)]} is smaller than a {side}x{side} HR patch; lower --patch")
+        rng = np.random.default_rng([seed, 0x9E, index])
+        y, x = (int(rng.integers(size - side + 1)) for size in hr.shape[:2])
+        crop = np.ascontiguousarray(hr[y : y + side, x : x + side])
+        pairs.append((crop, real_lr(crop, scale, recipe, seed, 0, 0, index)))
+    return preview_grid(pairs)
 
 
 class Prefetcher:

@@ -46,7 +46,7 @@ from srcli.training.events import (
     Validated,
 )
 from srcli.training.learner import CHECKPOINT_FORMAT, Batches, Learner, TrainState, amp_dtype
-from srcli.training.recipes import RUNTIME_FIELDS, TrainConfig, check_config, make_config
+from srcli.training.recipes import RUNTIME_FIELDS, TrainConfig, check_config, degradation_recipe, make_config
 from srcli.training.validate import Validator, resolve_val_set
 
 PROGRESS_SECONDS = 1.0  # how often a Progress event feeds the live panel
@@ -244,7 +244,8 @@ class Trainer:
         state = self._restore(device, dtype)
         learner = Learner(state, config, device, dtype, self.ranks)
         validator = Validator(val_data, config.scales, device) if (val_data is not None and self.is_main) else None
-        sampler = PatchSampler(data, config.patch, config.batch, config.seed, rank=self.ranks.rank)
+        sampler = PatchSampler(data, config.patch, config.batch, config.seed, rank=self.ranks.rank,
+                               recipe=degradation_recipe(config))
         threads = config.workers if config.workers >= 0 else (4 if device.type == "cuda" else 1)
         batches = Batches(sampler, state.step, threads, device, config.channels_last, state.model.pixel_max)
         self._emit(Started(

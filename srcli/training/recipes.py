@@ -7,12 +7,16 @@ in a checkpoint that loads with weights_only=True.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from srcli.errors import TrainingError
 from srcli.models import architecture
 
+if TYPE_CHECKING:
+    from srcli.training.degradation import DegradationRecipe
+
 RECIPES = ("edsr-baseline", "edsr", "mdsr-baseline", "mdsr", "vdsr")
+DEGRADATIONS = ("bicubic", "real")  # how a training patch's LR is made
 
 
 @dataclass
@@ -56,6 +60,8 @@ class TrainConfig:
     init_from: str | None = None
     cache_dir: str | None = None
     export_fp16: bool = False
+    degradation: str = "bicubic"  # bicubic: the cached MATLAB LR | real: degraded on the fly from each HR patch
+    degradation_set: list[str] = field(default_factory=list)  # "name=value[,value]" overrides of the real ranges
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,3 +152,53 @@ def check_config(config: TrainConfig) -> None:
         raise TrainingError(f"--optimizer must be adam or sgd, not {config.optimizer!r}")
     if config.loss not in ("l1", "mse"):
         raise TrainingError(f"--loss must be l1 or mse, not {config.loss!r}")
+    _check_degradation(config, record.bicubic_input)
+
+
+def _check_degradation(config: TrainConfig, bicubic_input: bool) -> None:
+    if config.degradation not in DEGRADATIONS:
+        raise TrainingError(f"--degradation must be {' or '.join(DEGRADATIONS)}, not {config.degradation!r}")
+    if config.degradation == "bicubic" and config.degradation_set:
+        raise TrainingError("--degradation-set changes the real degradations: add --degradation real")
+    if config.degradation == "real" and bicubic_input:
+        raise TrainingError(f"--degradation real makes LR patches for networks that upscale inside; {config.recipe} "
+                            "is fed a bicubic-upscaled image: train edsr or mdsr recipes instead")
+    degradation_recipe(config)  # a bad setting fails here, before any data is read
+
+
+def degradation_recipe(config: TrainConfig) -> DegradationRecipe | None:
+    """The real degradations' recipe with the run's `--degradation-set` overrides; None for bicubic."""
+    if config.degradation != "real":
+        return None
+    from srcli.training.degradation import DegradationRecipe
+
+    return DegradationRecipe.from_overrides(dict(_parse_setting(text) for text in config.degradation_set))
+
+
+def _parse_setting(text: str) -> tuple[str, Any]:
+    """'jpeg_range=40,95' -> ('jpeg_range', [40, 95]); one value stays a scalar unless the setting is a tuple."""
+    from srcli.training.degradation import DegradationRecipe, PassRecipe
+
+    name, sep, value = text.partition("=")
+    name = name.strip().replace("-", "_")
+    if not sep or not name or not value.strip():
+        raise TrainingError(f"--degradation-set {text!r}: write NAME=VALUE, e.g. jpeg_range=40,95")
+    items = [_number(item.strip()) for item in value.split(",")]
+    per_pass = {item.name for item in fields(PassRecipe)}
+    base = name[:-1] if name.endswith("2") and name[:-1] in per_pass else name
+    default = getattr(DegradationRecipe.first if base in per_pass else DegradationRecipe, base, None)
+    if len(items) == 1 and not isinstance(default, tuple):
+        return name, items[0]
+    return name, items
+
+
+def _number(text: str) -> Any:
+    """An int, a float, a bool (true/false) or the text itself (a resize mode)."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
