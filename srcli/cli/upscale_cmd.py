@@ -28,7 +28,7 @@ from srcli.options import UpscaleOptions
 
 if TYPE_CHECKING:  # the core (and torch) loads when a command runs, never for --help
     from srcli import weights
-    from srcli.batch import ImageResult, Job, Shard, Summary
+    from srcli.batch import Found, ImageResult, Job, Shard, Summary
     from srcli.engine import Plan, Upscaler
 
 _UNITS = {"k": 1e3, "m": 1e6, "mp": 1e6, "g": 1e9, "gp": 1e9}
@@ -112,7 +112,9 @@ _Quality = Annotated[int | None, typer.Option(
     "-q", "--quality", min=1, max=100, help="JPEG/WebP quality (1-100); WebP without it is lossless."
 )]
 _Suffix = Annotated[str | None, typer.Option(
-    "--suffix", help="Output names <stem>_<suffix>.<ext> instead of <stem>_x<scale>.<ext>."
+    "--suffix", metavar="TEXT",
+    help="Output names <stem>_<suffix>.<ext>; may hold {model}, {scale}, {ensemble} (e.g. '{model}_x{scale}'). "
+    "Default: x<scale>, then the model's name when it is not the default, then 'ensemble' with --ensemble.",
 )]
 _Recursive = Annotated[bool, typer.Option("-r", "--recursive", help="Include images in sub-folders.")]
 _SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="Leave outputs that already exist.")]
@@ -172,7 +174,8 @@ def upscale_command(
 ) -> None:
     """Upscale images with an EDSR, MDSR or VDSR model (default: srcli's embedded model for the scale).
 
-    Outputs are named [bold]<stem>_x<scale>.<ext>[/]: beside each input file,
+    Outputs are named [bold]<stem>_x<scale>.<ext>[/] (plus [bold]_<model>[/] for a model other than the
+    default and [bold]_ensemble[/] with --ensemble): beside each input file,
     in [bold]<folder>_x<scale>/[/] for a folder, or under [bold]-o[/].
     Existing outputs are never replaced silently, and inputs never.
 
@@ -188,8 +191,16 @@ def upscale_command(
 
       torchrun --nproc-per-node 4 -m srcli upscale huge/ -o out/   (a share each)
     """
+    from srcli.batch import check_suffix, collect_inputs  # torch-free: mistakes are reported before torch loads
+
     if skip_existing and overwrite:
         raise SrcliError("--skip-existing and --overwrite contradict each other: pick one")
+    check_suffix(suffix)
+    found, problems = collect_inputs(inputs, recursive)
+    if not found:
+        for problem in problems:
+            _report_failure(problem)
+        raise SystemExit(1)
     outputs = _Outputs(output, output_format, quality, recursive, suffix,
                        "skip" if skip_existing else "overwrite" if overwrite else "refuse",
                        parse_pixels(max_pixels) or None, as_json, verbose)
@@ -197,7 +208,7 @@ def upscale_command(
                                          ensemble=ensemble, outscale=outscale, batch=batch, border=border.value,
                                          backend=backend)
     check_placement(options)
-    code = _upscale_sharded(inputs, model, weights_path, scale, mirror, options, outputs)
+    code = _upscale_sharded((found, problems), model, weights_path, scale, mirror, options, outputs)
     if code:
         raise SystemExit(code)
 
@@ -207,8 +218,8 @@ def register(app: typer.Typer) -> None:
     app.command("upscale")(upscale_command)
 
 
-def _upscale_sharded(inputs: list[str], model: str | None, weights_path: Path | None, scale: int | None,
-                     mirror: str | None, options: UpscaleOptions, outputs: _Outputs) -> int:
+def _upscale_sharded(inputs: tuple[list[Found], list[ImageResult]], model: str | None, weights_path: Path | None,
+                     scale: int | None, mirror: str | None, options: UpscaleOptions, outputs: _Outputs) -> int:
     """Resolve the model and run this process's share of the inputs; the exit code."""
     from srcli.batch import join_shard, leave_shard
 
@@ -219,7 +230,8 @@ def _upscale_sharded(inputs: list[str], model: str | None, weights_path: Path | 
                         outputs)
     except KeyboardInterrupt:
         # Handled here so the exit status is 130 whatever the framework does with KeyboardInterrupt.
-        console.print("[yellow]interrupted[/]: finished images are kept; no partial file was left behind")
+        console.print("[yellow]interrupted[/]: finished images are kept; no partial file was left behind. "
+                      "Run the same command with --skip-existing to do the rest", soft_wrap=True)
         return 130
     finally:
         leave_shard(shard)
@@ -234,16 +246,18 @@ def _shard_device(device: str, shard: Shard) -> str:
     return str(choose_device("auto", local_rank=shard.local_rank))
 
 
-def _upscale(shard: Shard, inputs: list[str], resolved: weights.ResolvedModel, scale: int,
-             options: UpscaleOptions, outputs: _Outputs) -> int:
-    """Parse the inputs, run the batch, render the summary: the exit code."""
-    from srcli.batch import Summary, collect_inputs, gather_results, plan_jobs, scale_label
+def _upscale(shard: Shard, inputs: tuple[list[Found], list[ImageResult]], resolved: weights.ResolvedModel,
+             scale: int, options: UpscaleOptions, outputs: _Outputs) -> int:
+    """Plan the outputs, run the batch, render the summary: the exit code."""
+    from srcli.batch import Summary, gather_results, output_suffix, plan_jobs, scale_label
     from srcli.engine import Upscaler
 
     started = time.perf_counter()
-    found, problems = collect_inputs(inputs, outputs.recursive)
+    found, problems = inputs
     label = scale_label(options.outscale or scale)
-    jobs = plan_jobs(found, outputs.output, label, outputs.output_format, outputs.existing, outputs.suffix)
+    model_name, default = _model_tag(resolved, scale)
+    suffix = output_suffix(outputs.suffix, label, model_name, default, options.ensemble)
+    jobs = plan_jobs(found, outputs.output, label, outputs.output_format, outputs.existing, suffix)
     shard.wait_for_all()
     upscaler = Upscaler(resolved.model, scale, options, spec=resolved.spec)
     mine = shard.take(jobs)
@@ -259,6 +273,17 @@ def _upscale(shard: Shard, inputs: list[str], resolved: weights.ResolvedModel, s
     if shard.rank == 0:
         _render(summary, resolved.name, scale, label, upscaler, shard, outputs, lone)
     return 1 if summary.count("failed") else 0
+
+
+def _model_tag(resolved: weights.ResolvedModel, scale: int) -> tuple[str, bool]:
+    """The model's short name for output names, and whether it is the default one (whose outputs carry no tag).
+    A --weights file counts as the default: it is the user's own model, named by the file (`{model}` in --suffix)."""
+    from srcli.weights import default_model
+
+    if resolved.entry is None:
+        return Path(resolved.name).stem, True
+    short = resolved.name.removesuffix(f"-x{scale}")
+    return short, resolved.name == default_model(scale)
 
 
 def _announce(count: int, label: str, scale: int, model: str, upscaler: Upscaler, shard: Shard) -> None:
@@ -316,7 +341,8 @@ def _render(summary: Summary, model: str, scale: int, label: str, upscaler: Upsc
     if outputs.as_json:
         stdout.print_json(json.dumps(_json(summary, model, scale, label, upscaler, shard)))
     if lone:
-        _report_single(summary.results[0], Path(model).name, outputs.verbose, _resize_note(scale, label))
+        made_by = Path(model).name + (", --ensemble x8" if upscaler.options.ensemble else "")
+        _report_single(summary.results[0], made_by, outputs.verbose, _resize_note(scale, label))
         return
     console.print(_summary_table(summary))
     destination = _destination(summary)

@@ -1,0 +1,81 @@
+"""What a newcomer meets first: output names that do not clash, mistakes caught before torch loads, honest help."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from upscale_helpers import REPO, assert_one_error_line, srcli_command, write_image
+
+from srcli.batch import collect_inputs, output_suffix, plan_jobs
+from srcli.errors import OutputError
+
+
+@pytest.fixture(scope="module")
+def torchless_env(tmp_path_factory) -> dict[str, str]:
+    """`import torch` raises here: a command that reaches it fails with that message instead of its own."""
+    folder = tmp_path_factory.mktemp("no-torch")
+    (folder / "torch").mkdir()
+    (folder / "torch" / "__init__.py").write_text('raise ImportError("torch imported before the check")\n')
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")])))
+
+
+def _run(env: dict[str, str], *arguments: object) -> subprocess.CompletedProcess:
+    return subprocess.run(srcli_command(*arguments), cwd=REPO, env=env, capture_output=True, text=True, check=False)
+
+
+# --- output names --------------------------------------------------------------------------------------------
+
+
+def test_default_names_say_what_made_them_when_it_is_not_the_default():
+    assert output_suffix(None, "4", "edsr-baseline", True, False) == "x4"
+    assert output_suffix(None, "4", "bicubic", False, False) == "x4_bicubic"
+    assert output_suffix(None, "4", "edsr-baseline", True, True) == "x4_ensemble"
+    assert output_suffix(None, "2.5", "bicubic", False, True) == "x2.5_bicubic_ensemble"
+
+
+def test_suffix_template_fields():
+    assert output_suffix("{model}_x{scale}", "3", "mdsr", True, False) == "mdsr_x3"
+    assert output_suffix("{model}_{ensemble}", "3", "mdsr", True, False) == "mdsr"  # no dangling separator
+    assert output_suffix("{model}_{ensemble}", "3", "mdsr", True, True) == "mdsr_ensemble"
+    assert output_suffix("big", "3", "mdsr", False, True) == "big"  # a plain suffix is taken as written
+    with pytest.raises(OutputError, match=r"unknown field \{modle\} \(use \{model\}, \{scale\}, \{ensemble\}\)"):
+        output_suffix("{modle}", "3", "mdsr", True, False)
+
+
+@pytest.mark.parametrize("suffix", ["/../../escaped", "../x", "/etc/x", "a\\b"])
+def test_a_suffix_with_a_path_separator_is_refused(tmp_path, suffix):
+    found, _ = collect_inputs([str(write_image(tmp_path / "a.png"))])
+    with pytest.raises(OutputError, match="holds a path separator"):
+        plan_jobs(found, None, "2", suffix=suffix)
+    with pytest.raises(OutputError, match="holds a path separator"):
+        output_suffix(suffix, "2", "m", True, False)
+
+
+def test_default_bicubic_and_ensemble_leave_three_files(cli, tmp_path):
+    source = write_image(tmp_path / "photo.png")
+    for extra in ((), ("--model", "bicubic"), ("--ensemble",)):
+        code, _, err = cli("upscale", source, "--scale", 2, *extra)
+        assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "photo.png", "photo_x2.png", "photo_x2_bicubic.png", "photo_x2_ensemble.png"]
+    assert "--ensemble" in err.splitlines()[0]  # the wrote line says the ensemble made it
+
+
+# --- mistakes are caught before torch loads ------------------------------------------------------------------
+
+
+def test_a_missing_input_is_one_line_before_torch(torchless_env, tmp_path):
+    run = _run(torchless_env, "upscale", tmp_path / "nope.png")
+    assert run.returncode == 1
+    assert run.stderr.strip() == f"error: {tmp_path / 'nope.png'}: no such file"
+
+
+@pytest.mark.parametrize("suffix", ["/../../escaped", "../x", "/etc/x"])
+def test_an_escaping_suffix_is_one_line_before_torch(torchless_env, tmp_path, suffix):
+    run = _run(torchless_env, "upscale", write_image(tmp_path / "a.png"), "--suffix", suffix)
+    assert run.returncode == 2, run.stderr
+    assert "holds a path separator" in assert_one_error_line(run.returncode, run.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
