@@ -79,3 +79,51 @@ def test_an_escaping_suffix_is_one_line_before_torch(torchless_env, tmp_path, su
     assert "holds a path separator" in assert_one_error_line(run.returncode, run.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
 
+
+
+# --- help that says what to type -----------------------------------------------------------------------------
+
+COMMANDS = ("upscale", "eval", "train", "models", "download")
+
+
+def _help(env: dict[str, str], *arguments: str) -> str:
+    run = _run(dict(env, COLUMNS="80"), *arguments)
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+def test_short_help_and_version(torchless_env):
+    assert "Usage: " in _help(torchless_env, "-h")
+    assert "Usage: " in _help(torchless_env, "upscale", "-h")
+    assert _help(torchless_env, "-V").startswith("srcli ")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_shows_no_bool_or_list_metavars_and_examples_fit_80_columns(torchless_env, command):
+    text = _help(torchless_env, command, "--help")
+    assert "<bool>" not in text and "<list[" not in text
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip().rstrip(":") == "Examples"), None)
+    if start is None:
+        return
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("╭"))
+    for line in lines[start + 1 : end]:
+        assert not line.strip() or line.startswith("   "), f"an example wraps at 80 columns: {line!r}"
+
+
+def test_scale_lists_its_choices(torchless_env):
+    text = _help(torchless_env, "upscale", "--help")
+    row = next(line for line in text.splitlines() if line.startswith("│ --scale"))
+    assert "2|3|4" in row and "<int range>" not in row and "x>=1" not in row
+
+
+def test_debug_is_accepted_after_the_subcommand(torchless_env, tmp_path):
+    run = _run(torchless_env, "upscale", tmp_path / "nope.png", "--debug")
+    assert run.returncode == 1 and "No such option" not in run.stderr
+    assert run.stderr.strip() == f"error: {tmp_path / 'nope.png'}: no such file"
+
+
+def test_a_value_after_a_flag_is_named_not_read_as_an_input(torchless_env, tmp_path):
+    run = _run(torchless_env, "upscale", write_image(tmp_path / "a.png"), "--ensemble", "true")
+    line = assert_one_error_line(run.returncode, run.stderr)
+    assert "'true' is not an input: flags such as --ensemble" in line

@@ -33,6 +33,7 @@ app = typer.Typer(
     name="srcli",
     help=HELP,
     no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
     add_completion=False,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
@@ -47,8 +48,10 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show full tracebacks instead of one-line errors (also after the subcommand)."
+    ),
+    version: bool = typer.Option(False, "-V", "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """srcli: EDSR-family super-resolution for the command line."""
     common.STATE.debug = debug

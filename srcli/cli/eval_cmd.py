@@ -83,7 +83,7 @@ _Model = Annotated[str, typer.Option(
 )]
 _Weights = Annotated[Path, typer.Option("--weights", "-w", help="A checkpoint file (any supported layout).")]
 _Scale = Annotated[str, typer.Option(
-    "--scale", "-s", help="Scales, comma-separated. Default: the model's own (x2,x3,x4 for most)."
+    "--scale", "-s", metavar="2,3,4", help="Scales, comma-separated. Default: the model's own (x2,x3,x4 for most)."
 )]
 _Ensemble = Annotated[bool, typer.Option("--ensemble", help="Geometric self-ensemble x8 (the paper's '+').")]
 _PerImage = Annotated[bool, typer.Option("--per-image", help="Also show (and put in --json) every image.")]
@@ -98,7 +98,8 @@ _BorderOption = Annotated[Border, typer.Option(
     "--border", help="zero: the papers' padding (published numbers). reflect / replicate: as `srcli upscale` runs.",
 )]
 _Backend = Annotated[str, typer.Option(
-    "--backend", help="torch (default: scores as published, whatever is installed), openvino (CPU, faster) or auto.",
+    "--backend", metavar="torch|openvino|auto",
+    help="torch (default: scores as published, whatever is installed), openvino (CPU, faster) or auto.",
 )]
 _Mirror = Annotated[str, typer.Option(
     "--mirror", help="Base URL holding the dataset archives by file name ($SRCLI_DATASET_MIRROR)."

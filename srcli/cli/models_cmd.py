@@ -159,7 +159,7 @@ def download_command(
 
       srcli download div2k --part valid-hr --part valid-lr-bicubic-x4
 
-      srcli download benchmark div2k --part train --mirror https://example.org/sr-data/
+      srcli download benchmark --mirror https://example.org/sr-data/
     """
     from srcli.datasets import expand_download_names
 

@@ -224,7 +224,7 @@ def train_command(
 
     [bold]Examples[/]
 
-      srcli train --recipe edsr-baseline -s 2 --data T91 --data BSD200 --out runs/x2
+      srcli train --recipe edsr-baseline -s 2 --data T91 --out runs/x2
 
       srcli train -s 4 --data div2k --init-from runs/x2/model.pt --out runs/x4
 

@@ -73,7 +73,7 @@ _Output = Annotated[Path | None, typer.Option(
     "-o", "--output", help="Output file (one input) or folder. Default: beside each input."
 )]
 _Scale = Annotated[int | None, typer.Option(
-    "-s", "--scale", min=1,
+    "-s", "--scale", metavar="2|3|4",
     help="Model scale: 2, 3 or 4. Default: the model's own; with --outscale a native one if any; else 4.",
 )]
 _Model = Annotated[str | None, typer.Option("-m", "--model", help="Catalogue model name (see `srcli models`).")]
@@ -81,7 +81,7 @@ _Weights = Annotated[Path | None, typer.Option(
     "-w", "--weights", help="A checkpoint file (.pt/.pth, EDSR/MDSR/VDSR; detected from its tensors)."
 )]
 _Ensemble = Annotated[bool, typer.Option(
-    "--ensemble", help="Geometric self-ensemble x8 (EDSR+): a little better, ~8x slower."
+    "--ensemble", help="Geometric self-ensemble x8 (EDSR+): a little better; 8 passes, whole runs ~4-5x slower."
 )]
 _Tile = Annotated[int | None, typer.Option(
     "--tile", min=0, help="Tile size in input pixels; 0 = whole image. Default: from free memory."
@@ -99,14 +99,16 @@ _BorderOption = Annotated[Border, typer.Option(
 )]
 _Precision = Annotated[str, typer.Option("--precision", help="auto, fp32, fp16 or bf16 (fp16/bf16: GPU only).")]
 _Backend = Annotated[str, typer.Option(
-    "--backend", help="auto (OpenVINO on the CPU when srcli\\[openvino] is installed), torch, openvino."
+    "--backend", metavar="auto|torch|openvino",
+    help="auto (OpenVINO on the CPU when srcli\\[openvino] is installed), torch, openvino."
 )]
 _Outscale = Annotated[float | None, typer.Option(
     "--outscale", min=1.0,
     help="Final scale, e.g. 3.5: a native model when one exists, else the next scale up and a resize.",
 )]
 _Format = Annotated[str | None, typer.Option(
-    "-f", "--format", help="Output format: png, jpg, webp, bmp, tif. Default: the input's."
+    "-f", "--format", metavar="png|jpg|webp|bmp|tif",
+    help="Output format: png, jpg, webp, bmp, tif. Default: the input's."
 )]
 _Quality = Annotated[int | None, typer.Option(
     "-q", "--quality", min=1, max=100, help="JPEG/WebP quality (1-100); WebP without it is lossless."
@@ -195,7 +197,10 @@ def upscale_command(
 
     if skip_existing and overwrite:
         raise SrcliError("--skip-existing and --overwrite contradict each other: pick one")
+    if scale is not None and scale < 1:
+        raise SrcliError(f"--scale {scale} is not a model scale: use 2, 3 or 4 (--outscale for other final sizes)")
     check_suffix(suffix)
+    _refuse_flag_values(inputs)
     found, problems = collect_inputs(inputs, recursive)
     if not found:
         for problem in problems:
@@ -211,6 +216,17 @@ def upscale_command(
     code = _upscale_sharded((found, problems), model, weights_path, scale, mirror, options, outputs)
     if code:
         raise SystemExit(code)
+
+
+_FLAG_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
+
+
+def _refuse_flag_values(inputs: list[str]) -> None:
+    """`--ensemble true`: click reads `true` as an input; say that flags take no value instead of 'no such file'."""
+    for word in inputs:
+        if word.lower() in _FLAG_WORDS and not Path(word).exists():
+            raise SrcliError(f"{word!r} is not an input: flags such as --ensemble, --json and --recursive take no "
+                             "value (write the flag alone)")
 
 
 def register(app: typer.Typer) -> None:
