@@ -7,7 +7,7 @@ import sys
 import typer
 
 from srcli import __version__
-from srcli.cli import common, eval_cmd, models_cmd, train_cmd, upscale_cmd
+from srcli.cli import common, compare_cmd, eval_cmd, models_cmd, train_cmd, upscale_cmd
 from srcli.limits import load_opencv
 
 HELP = """Image super-resolution with EDSR, MDSR and VDSR: upscale photos, reproduce the papers' scores, train.
@@ -25,6 +25,8 @@ Errors are one line; human output goes to stderr, --json output to stdout.
   srcli eval set5 set14 --model bicubic --scale 2,3,4
 
   srcli train --recipe edsr-baseline --data my_photos/ --out runs/x2
+
+  srcli compare bird_lr.png --hr bird.png -m bicubic   (a labelled grid)
 
   srcli models                                  (what --model can name)
 """
@@ -57,7 +59,7 @@ def root(
     common.STATE.debug = debug
 
 
-for module in (upscale_cmd, eval_cmd, train_cmd, models_cmd):
+for module in (upscale_cmd, compare_cmd, eval_cmd, train_cmd, models_cmd):
     module.register(app)
 
 
