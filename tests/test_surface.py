@@ -127,3 +127,39 @@ def test_a_value_after_a_flag_is_named_not_read_as_an_input(torchless_env, tmp_p
     run = _run(torchless_env, "upscale", write_image(tmp_path / "a.png"), "--ensemble", "true")
     line = assert_one_error_line(run.returncode, run.stderr)
     assert "'true' is not an input: flags such as --ensemble" in line
+
+
+# --- the API speaks API --------------------------------------------------------------------------------------
+
+
+def test_api_scale_errors_name_api_arguments():
+    import numpy as np
+
+    import srcli
+    from srcli.errors import ScaleError
+
+    image = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(ScaleError, match=r"use scale=4, outscale=8 ") as raised:
+        srcli.upscale(image, scale=8)
+    assert "--" not in str(raised.value)
+    with pytest.raises(ScaleError, match=r"scale=1 is no upscale") as raised:
+        srcli.upscale(image, scale=1)
+    assert "--" not in str(raised.value)
+
+
+def test_api_array_errors_say_what_to_do():
+    import numpy as np
+
+    import srcli
+    from srcli.errors import InputImageError
+
+    with pytest.raises(TypeError, match=r"not int64: for 0\.\.255 values pass image\.astype\(np\.uint8\)"):
+        srcli.upscale(np.zeros((8, 8, 3), np.int64), scale=2, model="bicubic")
+    with pytest.raises(InputImageError, match=r"looks channels-first .* image\.transpose\(1, 2, 0\)"):
+        srcli.upscale(np.zeros((3, 8, 8), np.uint8), scale=2, model="bicubic")
+    with pytest.raises(InputImageError, match=r"shape \(0, 0, 3\)"):
+        srcli.upscale(np.zeros((0, 0, 3), np.uint8), scale=2, model="bicubic")
+    grey = np.arange(64, dtype=np.uint8).reshape(8, 8, 1)
+    out = srcli.upscale(grey, scale=2, model="bicubic")
+    assert out.shape == (16, 16, 1)
+    assert np.array_equal(out[:, :, 0], srcli.upscale(grey[:, :, 0], scale=2, model="bicubic"))
