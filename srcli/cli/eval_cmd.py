@@ -42,6 +42,18 @@ def _resolve_models(
     return dict(select_scales(model, weights, scales))
 
 
+_RUN_FILES = {"model.pt", "best.pt", "latest.pt"}  # what every `srcli train` run folder holds
+
+
+def method_label(method: str) -> str:
+    """A catalogue name as it is; a file by its name, and a training run's export by its run folder
+    (`x2/model.pt`), since every run exports the same `model.pt`."""
+    path = Path(method)
+    if path.name in _RUN_FILES and path.parent.name:
+        return f"{path.parent.name}/{path.name}"
+    return path.name
+
+
 def _results_table(results: list) -> Table:
     columns = sorted({r.reference.column for r in results if r.reference})
     caption = f"paper: EDSR paper Table 3, column {', '.join(columns)}" if columns else None
@@ -53,7 +65,7 @@ def _results_table(results: list) -> Table:
                          overflow="fold")
     for result in results:
         ref = result.reference
-        method = escape(Path(result.method).name) + (" +ens" if result.ensemble else "")
+        method = escape(method_label(result.method)) + (" +ens" if result.ensemble else "")
         table.add_row(
             escape(result.dataset), f"x{result.scale}", method, f"{result.psnr:.3f}", f"{result.ssim:.4f}",
             f"{ref.psnr:.2f}/{ref.ssim:.4f}" if ref else "-",

@@ -121,7 +121,7 @@ class _Meter:
 
     def __init__(self, step: int, device: torch.device):
         self.loss_sum = torch.zeros((), device=device)
-        self.window_steps, self.window_start = 0, time.perf_counter()
+        self.window_steps, self.window_start, self.window_time = 0, time.perf_counter(), 0.0
         # The live panel's feed, between --log-every lines: the first step, then about once a second.
         self.pace_step, self.pace_start, self.next_pace = step, time.perf_counter(), 0.0
 
@@ -137,19 +137,32 @@ class _Meter:
     def logged(self, step: int, steps: int, lr: float) -> Logged:
         """The window's mean loss and speed; starts the next window."""
         mean_loss = self.loss_sum.item() / self.window_steps
-        speed = self.window_steps / max(time.perf_counter() - self.window_start, 1e-9)
+        speed = self.window_steps / max(self.window_time + time.perf_counter() - self.window_start, 1e-9)
         if not math.isfinite(mean_loss):
             raise TrainingError(f"the loss became {mean_loss} by step {step}; lower --lr")
         event = Logged(step=step, loss=mean_loss, lr=lr, steps_per_s=speed, time=time.time(), steps=steps,
                        eta_s=(steps - step) / speed)
         self.loss_sum.zero_()
-        self.window_steps, self.window_start = 0, time.perf_counter()
+        self.window_steps, self.window_start, self.window_time = 0, time.perf_counter(), 0.0
         return event
+
+    def pause(self) -> None:
+        """Validation begins: the window's training time so far is kept, what follows is not counted."""
+        self.window_time += time.perf_counter() - self.window_start
 
     def restart(self, step: int) -> None:
         """Validation time is not training speed."""
         self.window_start = time.perf_counter()
         self.pace_step, self.pace_start = step, self.window_start
+
+
+def _best(best: dict[str, Any], val_set: str | None) -> dict[str, Any]:
+    """model.json's best, saying why PSNR is null when it is: a reader should not guess."""
+    if best.get("psnr") is not None:
+        return best
+    why = ("no --val-set: nothing was validated, so there is no best.pt (model.pt is the last step)"
+           if not val_set else "no validation ran before the run ended")
+    return {**best, "note": why}
 
 
 class Trainer:
@@ -289,6 +302,7 @@ class Trainer:
                 meter.add(learner.step(*batches.get(state.step)))
                 self._report(state, meter)
                 if validator is not None and (state.step % config.val_every == 0 or state.step == config.steps):
+                    meter.pause()
                     self._validate(state, validator)
                     meter.restart(state.step)
                 if state.step % config.checkpoint_every == 0:
@@ -340,7 +354,8 @@ class Trainer:
             metadata = {
                 "recipe": config.recipe, "arch": state.model.arch, "config": state.model.config,
                 "scales": config.scales, "steps": state.step, "data": config.data, "val_set": config.val_set,
-                "val": state.last_val, "best": state.best, "fp16": config.export_fp16, "srcli": __version__,
+                "val": state.last_val, "best": _best(state.best, config.val_set), "fp16": config.export_fp16,
+                "srcli": __version__,
                 "complete": state.step >= config.steps,
             }
             state_dict = ckpt.plain_state_dict(state.model, config.export_fp16)
