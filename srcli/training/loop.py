@@ -25,6 +25,7 @@ from srcli.engine.devices import choose_device
 from srcli.errors import TrainingError
 from srcli.models import architecture, parameter_count
 from srcli.training import checkpoint as ckpt
+from srcli.training.curves import Curves
 from srcli.training.data import (
     PatchSampler,
     TrainingData,
@@ -178,6 +179,7 @@ class Trainer:
         self.ranks = distributed.environment()
         self.run_dir = Path(config.out)
         self._stop_requested = False
+        self.curves: Curves | None = None  # rank 0, once the run folder exists
 
     def request_stop(self) -> None:
         self._stop_requested = True
@@ -252,6 +254,7 @@ class Trainer:
         config = self.config
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.curves = Curves(self.run_dir, lambda message: self._emit(Note(message)))
         data = self._load_data()
         resolve_epochs(config, data)
         state = self._restore(device, dtype)
@@ -324,6 +327,8 @@ class Trainer:
             logged = meter.logged(state.step, steps, state.scheduler.get_last_lr()[0])
             self._log(logged.record())
             self._emit(logged)
+            if self.curves is not None:
+                self.curves.logged(logged.step, logged.loss, logged.lr)
 
     def _validate(self, state: TrainState, validator: Validator) -> None:
         """Score the model on the validation set; a new best PSNR writes best.pt."""
@@ -338,6 +343,8 @@ class Trainer:
         state.last_val = event.record()
         self._log({"val": state.last_val, "step": state.step})
         self._emit(event)
+        if self.curves is not None:
+            self.curves.validated(event.step, event.psnr, event.ssim)
         if state.best["psnr"] is None or event.psnr > state.best["psnr"]:
             state.best = {"psnr": event.psnr, "step": state.step}
             self._checkpoint(state, "best.pt")
@@ -360,6 +367,8 @@ class Trainer:
             }
             state_dict = ckpt.plain_state_dict(state.model, config.export_fp16)
             weights = ckpt.export_weights(state_dict, self.run_dir, metadata)
+        if self.curves is not None:
+            self.curves.close()
         self.ranks.barrier()
         self._emit(Finished(state.step, interrupted, str(weights)))
         return TrainResult(self.run_dir, state.step, interrupted, weights, state.last_val, state.best["psnr"])
