@@ -49,9 +49,9 @@ def plot(log: Path, target: Path) -> bool:
     losses, psnrs = read_log(log)
     figure, (left, right) = pyplot.subplots(1, 2, figsize=(10, 4))
     try:
-        left.plot(*zip(*losses) if losses else ([], []), color="tab:blue")
+        left.plot([step for step, _ in losses], [value for _, value in losses], color="tab:blue")
         left.set(title="training loss", xlabel="step", ylabel="loss")
-        right.plot(*zip(*psnrs) if psnrs else ([], []), marker="o", color="tab:red")
+        right.plot([step for step, _ in psnrs], [value for _, value in psnrs], marker="o", color="tab:red")
         right.set(title="validation PSNR", xlabel="step", ylabel="PSNR (dB)")
         for axes in (left, right):
             axes.grid(alpha=0.3)
