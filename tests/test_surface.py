@@ -163,3 +163,14 @@ def test_api_array_errors_say_what_to_do():
     out = srcli.upscale(grey, scale=2, model="bicubic")
     assert out.shape == (16, 16, 1)
     assert np.array_equal(out[:, :, 0], srcli.upscale(grey[:, :, 0], scale=2, model="bicubic"))
+
+
+def test_json_output_scale_is_a_number_and_bicubic_names_no_engine(cli, tmp_path):
+    import json
+
+    source = write_image(tmp_path / "a.png")
+    code, out, err = cli("upscale", source, "--model", "bicubic", "--scale", 2, "--json")
+    assert code == 0, err
+    assert json.loads(out)["output_scale"] == 2
+    assert err.startswith(f"wrote {tmp_path / 'a_x2_bicubic.png'} (16x12 -> 32x24, bicubic, ")
+    assert " on cpu" not in err

@@ -440,7 +440,8 @@ def _report_single(result: ImageResult, model: str, verbose: bool, resize: str =
     if result.status == "written" and result.input_size and result.output_size:
         (w, h), (ow, oh) = result.input_size, result.output_size
         plan = result.plan
-        where = f" on {_engine_label(plan)}" if plan else ""
+        # bicubic is a resize, whatever device and backend carried it: naming them would suggest a network ran
+        where = f" on {_engine_label(plan)}" if plan and not model.startswith("bicubic") else ""
         resize = f", {resize}" if resize else ""
         console.print(
             f"wrote {escape(result.target)} ({w}x{h} -> {ow}x{oh}, {escape(model)}{where}{resize}, "
@@ -477,7 +478,7 @@ def _json(summary: Summary, model: str, scale: int, label: str, upscaler: Upscal
     return {
         "model": model,
         "scale": scale,
-        "output_scale": label,
+        "output_scale": float(label) if "." in label else int(label),
         "device": str(upscaler.device),
         "precision": precision_name(upscaler.dtype),
         "backend": upscaler.backend,
