@@ -174,3 +174,26 @@ def test_json_output_scale_is_a_number_and_bicubic_names_no_engine(cli, tmp_path
     assert json.loads(out)["output_scale"] == 2
     assert err.startswith(f"wrote {tmp_path / 'a_x2_bicubic.png'} (16x12 -> 32x24, bicubic, ")
     assert " on cpu" not in err
+
+
+def test_a_large_image_gets_a_start_line_in_logs(cli, tmp_path):
+    import numpy as np
+
+    from srcli.imageio import write_image as save
+
+    big = tmp_path / "big.png"
+    save(big, np.zeros((1000, 1000, 3), np.uint8))
+    code, _, err = cli("upscale", big, "--model", "bicubic", "--scale", 2, "--tile", 256)
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    assert lines[0] == f"upscaling {big} (1000x1000, x2 model)..."
+    assert lines[1].startswith(f"wrote {tmp_path / 'big_x2_bicubic.png'} (1000x1000 -> 2000x2000")
+
+
+def test_verbose_says_the_plan_before_the_work(cli, tmp_path):
+    source = write_image(tmp_path / "a.png")
+    code, _, err = cli("upscale", source, "--model", "bicubic", "--scale", 2, "-v", "--backend", "torch")
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    assert lines[0] == f"{source}: x2 on cpu fp32 torch, tile auto..."
+    assert lines[1].startswith("wrote ") and lines[2].startswith("engine: ")

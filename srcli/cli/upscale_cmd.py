@@ -329,6 +329,12 @@ def _run_with_progress(mine: list[Job], upscaler: Upscaler, outputs: _Outputs, l
 
         def started_image(job: Job) -> None:
             progress.reset(tiles, total=None, description=job.source.name, visible=True)
+            if outputs.verbose:  # the plan as far as it is known before the work; the tiles follow with the result
+                tile = "auto" if upscaler.options.tile is None else upscaler.options.tile
+                progress.console.print(f"{escape(str(job.source))}: x{upscaler.scale} on {_engine(upscaler)}, "
+                                       f"tile {tile}...", soft_wrap=True)
+            elif not console.is_terminal:
+                _start_line(job, upscaler.scale)
 
         def tile_done(done: int, total: int) -> None:
             progress.update(tiles, completed=done, total=total)
@@ -379,6 +385,23 @@ def _progress(total: int) -> Progress:
         transient=True,
         disable=not console.is_terminal,
     )
+
+
+START_LINE_PIXELS = 1_000_000  # inputs from here on take seconds or more: logs say when one begins
+
+
+def _start_line(job: Job, scale: int) -> None:
+    """Logs and pipes have no bar: a large image gets a line when it starts, so a long silence is explained."""
+    from srcli.imageio import header_size
+
+    try:
+        with open(job.source, "rb") as handle:
+            size = header_size(handle.read(1 << 16))
+    except OSError:
+        return
+    if size is None or size[0] * size[1] < START_LINE_PIXELS:
+        return
+    console.print(f"upscaling {job.source} ({size[0]}x{size[1]}, x{scale} model)...", soft_wrap=True, markup=False)
 
 
 def _report_line(result: ImageResult) -> None:
