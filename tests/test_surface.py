@@ -197,3 +197,27 @@ def test_verbose_says_the_plan_before_the_work(cli, tmp_path):
     lines = err.strip().splitlines()
     assert lines[0] == f"{source}: x2 on cpu fp32 torch, tile auto..."
     assert lines[1].startswith("wrote ") and lines[2].startswith("engine: ")
+
+
+def test_data_dir_may_be_the_sets_own_folder(benchmark_dir):
+    from srcli.datasets import dataset_spec, open_dataset
+
+    spec = dataset_spec("set5")
+    folder = next(p for p in (benchmark_dir / "Set5", benchmark_dir / "benchmark" / "Set5") if p.is_dir())
+    by_own = open_dataset(spec, folder)
+    by_parent = open_dataset(spec, folder.parent)
+    assert by_own.hr_paths == by_parent.hr_paths and len(by_own.hr_paths) == 5
+
+
+def test_eval_paper_column_takes_srclis_own_models_from_the_catalogue(cli, benchmark_dir):
+    import json
+
+    from srcli.weights import catalogue, default_model
+
+    code, out, err = cli("eval", "set5", "--scale", 2, "--data-dir", benchmark_dir, "--json")
+    assert code == 0, err
+    [result] = json.loads(out)["results"]
+    entry = catalogue()[default_model(2)]
+    assert result["reference"]["column"] == "srcli"
+    assert result["reference"]["psnr"] == entry.psnr("Set5", 2)
+    assert abs(result["psnr"] - entry.psnr("Set5", 2)) < 0.01  # the catalogue holds what eval measures

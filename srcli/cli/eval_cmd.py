@@ -55,8 +55,11 @@ def method_label(method: str) -> str:
 
 
 def _results_table(results: list) -> Table:
-    columns = sorted({r.reference.column for r in results if r.reference})
-    caption = f"paper: EDSR paper Table 3, column {', '.join(columns)}" if columns else None
+    columns = sorted({r.reference.column for r in results if r.reference} - {CATALOGUE_COLUMN})
+    notes = [f"EDSR paper Table 3, column {', '.join(columns)}"] if columns else []
+    if any(r.reference and r.reference.column == CATALOGUE_COLUMN for r in results):
+        notes.append("srcli's catalogue (its own measured score, `srcli models`)")
+    caption = f"paper: {'; '.join(notes)}" if notes else None
     table = Table(title="srcli eval", caption=caption, box=box.SIMPLE_HEAD, header_style="bold", show_edge=False,
                   collapse_padding=True)
     for title in ("set", "scale", "method", "PSNR", "SSIM", "paper", "Δ PSNR", "s/img"):
@@ -212,12 +215,28 @@ def _score(specs: list[DatasetSpec], networks: dict[int, ResolvedModel | None], 
                     bar.update(task, completed=done, total=total, detail=f"{done}/{total} images")
 
                 resolved = networks[each_scale]
-                results.append(evaluate(
+                results.append(_with_catalogue_score(evaluate(
                     dataset, each_scale, resolved.model if resolved else None, resolved.spec if resolved else None,
                     method=resolved.name if resolved else None, protocol=protocol, options=options,
                     save_dir=save_dir, progress=on_image,
-                ))
+                ), resolved, protocol))
     return results
+
+
+CATALOGUE_COLUMN = "srcli"
+
+
+def _with_catalogue_score(result: SetResult, resolved: ResolvedModel | None, protocol: str) -> SetResult:
+    """Where the paper has no number (srcli's own models), the catalogue's measured one, so `paper` is not `-`."""
+    from srcli.evaluate import Reference
+
+    entry = resolved.entry if resolved is not None else None
+    if result.reference is not None or entry is None or protocol != "paper" or result.ensemble:
+        return result
+    score = entry.metrics.get(result.dataset, {}).get(result.scale)
+    if score is not None and score.ssim is not None:
+        result.reference = Reference(CATALOGUE_COLUMN, score.psnr, score.ssim, source="srcli catalogue")
+    return result
 
 
 def _render(results: list[SetResult], options: UpscaleOptions, protocol: ProtocolChoice, per_image: bool,
