@@ -64,7 +64,24 @@ def test_cli_writes_the_grid(cli, tmp_path):
                        "-w", checkpoint, "-o", tmp_path / "grid.png")
     assert code == 0, err
     assert err.startswith(f"wrote {tmp_path / 'grid.png'} (") and "bicubic " in err and "tiny_x2.pt " in err
-    assert read_image(tmp_path / "grid.png").shape[0] == 2 * (PANEL + LABEL) + MARGIN  # 5 panels: two rows
+    assert read_image(tmp_path / "grid.png").shape[0] == 2 * (PANEL + LABEL) + MARGIN  # 4 panels + HR: two rows
+    assert "bicubic (" not in err  # -m bicubic is the bicubic panel, not a second one
+
+
+def test_cli_takes_an_upscaled_image_made_elsewhere(cli, tmp_path):
+    hr = _photo()
+    save(tmp_path / "hr.png", hr)
+    save(tmp_path / "lr.png", downscale(hr, 2))
+    made = np.clip(hr.astype(int) - 2, 0, 255).astype(np.uint8)  # as if `srcli eval --save-dir` wrote it
+    (tmp_path / "sr" / "x2").mkdir(parents=True)
+    save(tmp_path / "sr" / "x2" / "lr.png", made)
+    code, _, err = cli("compare", tmp_path / "lr.png", "--hr", tmp_path / "hr.png", "-m", "bicubic",
+                       "--sr", tmp_path / "sr" / "x2" / "lr.png", "-o", tmp_path / "grid.png")
+    assert code == 0, err
+    assert f"x2/lr.png {metrics.psnr(made, hr, 2):.2f} dB" in err
+    code, _, err = cli("compare", tmp_path / "lr.png", "--sr", tmp_path / "hr.png", "-s", 3, "-m", "bicubic",
+                       "-o", tmp_path / "bad.png")
+    assert "was it made from this image at this scale?" in assert_one_error_line(code, err)
 
 
 @pytest.mark.parametrize(("crop", "message"), [("1,2,3", "is not x,y,w,h"), ("60,60,32,32", "is not inside")])

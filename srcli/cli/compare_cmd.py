@@ -26,6 +26,10 @@ _Models = Annotated[list[str] | None, typer.Option(
 _Weights = Annotated[list[Path] | None, typer.Option(
     "-w", "--weights", metavar="FILE", help="A checkpoint file (any --weights srcli upscale takes); repeatable."
 )]
+_Sr = Annotated[list[Path] | None, typer.Option(
+    "--sr", metavar="FILE",
+    help="An upscaled image made elsewhere (e.g. by `srcli eval --save-dir`) shown as one more panel; repeatable.",
+)]
 _Scale = Annotated[int | None, typer.Option(
     "-s", "--scale", metavar="2|3|4", help="Default: the first --weights file's own scale, else 4."
 )]
@@ -41,6 +45,7 @@ def compare_command(
     hr: _Hr = None,
     models: _Models = None,
     weights_files: _Weights = None,
+    sr_files: _Sr = None,
     scale: _Scale = None,
     crop: _Crop = None,
     output: _Output = None,
@@ -57,6 +62,8 @@ def compare_command(
       srcli compare photo.png -w RealESRGAN_x4plus.pth --crop 120,80,64,64
 
       srcli compare lr.png --hr hr.png -m edsr-baseline-x2 -w my.pt -s 2
+
+      srcli compare LR/birdx2.png --hr HR/bird.png --sr sr/Set5/x2/bird.png -m bicubic
     """
     from srcli.compare import make_grid, parse_crop, scored
     from srcli.imageio import read_image, write_image
@@ -67,7 +74,10 @@ def compare_command(
     box = parse_crop(crop) if crop is not None else None
     lr = read_image(image)
     original = read_image(hr) if hr is not None else None
-    scale, panels = _panels(lr, models or [], weights_files or [], scale, device)
+    if sr_files and not weights_files and scale is None:
+        scale = _scale_of(lr, read_image(sr_files[0]))
+    scale, panels = _panels(lr, models or [], weights_files or [], scale, device, bool(sr_files))
+    panels += [_made_elsewhere(path, read_image(path), panels[0].image.shape) for path in sr_files or []]
     grid = make_grid([scored(panel, original, scale) for panel in panels], original, box)
     target.parent.mkdir(parents=True, exist_ok=True)
     write_image(target, grid.image)
@@ -77,8 +87,22 @@ def compare_command(
                   f"{x},{y},{w},{h}{'; ' + escape(scores) if scores else ''})", soft_wrap=True)
 
 
+def _scale_of(lr: np.ndarray, sr: np.ndarray) -> int:
+    """The scale an upscaled image was made at, from the two sizes."""
+    return max(1, round(sr.shape[0] / lr.shape[0]))
+
+
+def _made_elsewhere(path: Path, image: np.ndarray, shape: tuple[int, ...]) -> Panel:
+    from srcli.compare import Panel, as_rgb8
+
+    if image.shape[:2] != shape[:2]:
+        raise SrcliError(f"--sr {path} is {image.shape[1]}x{image.shape[0]}, not the {shape[1]}x{shape[0]} of the "
+                         "other panels: was it made from this image at this scale?")
+    return Panel(f"{path.parent.name}/{path.name}" if path.parent.name else path.name, as_rgb8(image))
+
+
 def _panels(lr: np.ndarray, models: list[str], files: list[Path], scale: int | None,
-            device: str) -> tuple[int, list[Panel]]:
+            device: str, others: bool = False) -> tuple[int, list[Panel]]:
     """Nearest, bicubic, then each model's output; the scale they all ran at."""
     from srcli import api
     from srcli.compare import Panel, as_rgb8, baselines
@@ -87,9 +111,10 @@ def _panels(lr: np.ndarray, models: list[str], files: list[Path], scale: int | N
     for file in files:  # first: a file's own scale decides when --scale is not given
         loaded.append(api.load(file, scale, device=device))
         scale = loaded[-1].scale
-    named = models or ([] if files and scale not in (2, 3, 4) else [None])
+    named = models or ([] if (files or others) and scale not in (2, 3, 4) else [None])
+    named = [name for name in named if name != "bicubic"]  # always a panel of its own
     loaded = [api.load(name, scale, device=device) for name in named] + loaded
-    scale = loaded[0].scale
+    scale = loaded[0].scale if loaded else scale or 4
     if any(model.scale != scale for model in loaded):
         raise SrcliError("the models run at different scales: pass --scale")
     panels = baselines(lr, scale)
