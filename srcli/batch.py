@@ -255,7 +255,17 @@ def _check_writable(folder: Path) -> None:
     if not ancestor.is_dir():
         raise OutputError(f"cannot write to {folder}: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
+        if _read_only(ancestor):
+            raise OutputError(f"cannot write to {folder}: {ancestor} is on a read-only file system (choose another -o)")
         raise OutputError(f"cannot write to {folder}: no permission to write in {ancestor}")
+
+
+def _read_only(folder: Path) -> bool:
+    """Whether the file system holding `folder` is mounted read-only (a different fix than a permission)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows): reported as a permission problem
+        return False
 
 
 # --- running ------------------------------------------------------------------------------------------------

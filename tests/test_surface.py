@@ -221,3 +221,22 @@ def test_eval_paper_column_takes_srclis_own_models_from_the_catalogue(cli, bench
     assert result["reference"]["column"] == "srcli"
     assert result["reference"]["psnr"] == entry.psnr("Set5", 2)
     assert abs(result["psnr"] - entry.psnr("Set5", 2)) < 0.01  # the catalogue holds what eval measures
+
+
+def test_a_read_only_file_system_is_named_as_such(tmp_path, monkeypatch):
+    """No read-only mount can be made in a test: the two system answers it turns on are given instead."""
+    import srcli.batch as batch
+
+    found, _ = collect_inputs([str(write_image(tmp_path / "a.png"))])
+    statvfs = os.statvfs(tmp_path)
+
+    class ReadOnly:
+        f_flag = statvfs.f_flag | os.ST_RDONLY
+
+    monkeypatch.setattr(batch.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(batch.os, "statvfs", lambda path: ReadOnly())
+    with pytest.raises(OutputError, match=r"is on a read-only file system \(choose another -o\)"):
+        plan_jobs(found, tmp_path / "out", "2")
+    monkeypatch.setattr(batch.os, "statvfs", lambda path: statvfs)
+    with pytest.raises(OutputError, match="no permission to write in"):
+        plan_jobs(found, tmp_path / "out", "2")
