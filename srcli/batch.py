@@ -24,6 +24,7 @@ from srcli.imageio import ALPHA_EXTENSIONS, DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS
 if TYPE_CHECKING:  # planning a batch (inputs, names) needs no torch: a mistake is reported before it loads
     from srcli.engine import Plan, ProgressCallback
     from srcli.pipeline import ImagePipeline
+    from srcli.weights import ResolvedModel
 
 _GLOB_CHARACTERS = set("*?[")
 
@@ -174,6 +175,17 @@ def output_suffix(template: str | None, label: str, model: str, default_model: b
     check_suffix(template)
     text = template.format(model=model, scale=label, ensemble=mark)
     return re.sub(r"_{2,}", "_", text).strip("_")
+
+
+def model_tag(resolved: ResolvedModel, scale: int) -> tuple[str, bool]:
+    """The model's short name for output names, and whether it is the default one (whose outputs carry no tag).
+    A --weights file counts as the default: it is the user's own model, named by the file (`{model}` in --suffix)."""
+    from srcli.weights import default_model
+
+    if resolved.entry is None:
+        return Path(resolved.name).stem, True
+    short = resolved.name.removesuffix(f"-x{scale}")
+    return short, resolved.name == default_model(scale)
 
 
 def plan_jobs(

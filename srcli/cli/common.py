@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -171,6 +172,17 @@ class Border(str, Enum):
     reflect = "reflect"
     replicate = "replicate"
     zero = "zero"
+
+
+_FLAG_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
+
+
+def refuse_flag_values(inputs: list[str]) -> None:
+    """`--ensemble true`: click reads `true` as an input; say that flags take no value instead of 'no such file'."""
+    for word in inputs:
+        if word.lower() in _FLAG_WORDS and not Path(word).exists():
+            raise SrcliError(f"{word!r} is not an input: flags such as --ensemble, --json and --recursive take no "
+                             "value (write the flag alone)")
 
 
 # One flag that several commands take with the same meaning and help.

@@ -21,6 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from srcli.cli import common
 from srcli.cli.common import Border, Device, check_placement, console, download_progress, print_error, stdout
 from srcli.errors import SrcliError
 from srcli.limits import DEFAULT_MAX_PIXELS
@@ -200,7 +201,7 @@ def upscale_command(
     if scale is not None and scale < 1:
         raise SrcliError(f"--scale {scale} is not a model scale: use 2, 3 or 4 (--outscale for other final sizes)")
     check_suffix(suffix)
-    _refuse_flag_values(inputs)
+    common.refuse_flag_values(inputs)
     found, problems = collect_inputs(inputs, recursive)
     if not found:
         for problem in problems:
@@ -216,17 +217,6 @@ def upscale_command(
     code = _upscale_sharded((found, problems), model, weights_path, scale, mirror, options, outputs)
     if code:
         raise SystemExit(code)
-
-
-_FLAG_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
-
-
-def _refuse_flag_values(inputs: list[str]) -> None:
-    """`--ensemble true`: click reads `true` as an input; say that flags take no value instead of 'no such file'."""
-    for word in inputs:
-        if word.lower() in _FLAG_WORDS and not Path(word).exists():
-            raise SrcliError(f"{word!r} is not an input: flags such as --ensemble, --json and --recursive take no "
-                             "value (write the flag alone)")
 
 
 def register(app: typer.Typer) -> None:
@@ -265,13 +255,13 @@ def _shard_device(device: str, shard: Shard) -> str:
 def _upscale(shard: Shard, inputs: tuple[list[Found], list[ImageResult]], resolved: weights.ResolvedModel,
              scale: int, options: UpscaleOptions, outputs: _Outputs) -> int:
     """Plan the outputs, run the batch, render the summary: the exit code."""
-    from srcli.batch import Summary, gather_results, output_suffix, plan_jobs, scale_label
+    from srcli.batch import Summary, gather_results, model_tag, output_suffix, plan_jobs, scale_label
     from srcli.engine import Upscaler
 
     started = time.perf_counter()
     found, problems = inputs
     label = scale_label(options.outscale or scale)
-    model_name, default = _model_tag(resolved, scale)
+    model_name, default = model_tag(resolved, scale)
     suffix = output_suffix(outputs.suffix, label, model_name, default, options.ensemble)
     jobs = plan_jobs(found, outputs.output, label, outputs.output_format, outputs.existing, suffix)
     shard.wait_for_all()
@@ -289,17 +279,6 @@ def _upscale(shard: Shard, inputs: tuple[list[Found], list[ImageResult]], resolv
     if shard.rank == 0:
         _render(summary, resolved.name, scale, label, upscaler, shard, outputs, lone)
     return 1 if summary.count("failed") else 0
-
-
-def _model_tag(resolved: weights.ResolvedModel, scale: int) -> tuple[str, bool]:
-    """The model's short name for output names, and whether it is the default one (whose outputs carry no tag).
-    A --weights file counts as the default: it is the user's own model, named by the file (`{model}` in --suffix)."""
-    from srcli.weights import default_model
-
-    if resolved.entry is None:
-        return Path(resolved.name).stem, True
-    short = resolved.name.removesuffix(f"-x{scale}")
-    return short, resolved.name == default_model(scale)
 
 
 def _announce(count: int, label: str, scale: int, model: str, upscaler: Upscaler, shard: Shard) -> None:
