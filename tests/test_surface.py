@@ -83,7 +83,7 @@ def test_an_escaping_suffix_is_one_line_before_torch(torchless_env, tmp_path, su
 
 # --- help that says what to type -----------------------------------------------------------------------------
 
-COMMANDS = ("upscale", "eval", "train", "models", "download")
+COMMANDS = ("upscale", "compare", "eval", "train", "models", "download")
 
 
 def _help(env: dict[str, str], *arguments: str) -> str:

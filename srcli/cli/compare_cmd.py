@@ -52,8 +52,9 @@ def compare_command(
     overwrite: _Overwrite = False,
     device: Device = "auto",
 ) -> None:
-    """Compare upscalers by eye: the image with a box, then the boxed region for nearest, bicubic, each model and
-    the HR, labelled (with PSNR/SSIM when --hr is given), in the manner of the EDSR paper's figures.
+    """Compare upscalers by eye: one PNG grid in the manner of the EDSR paper's figures.
+
+    The image with a box, then the boxed region for nearest, bicubic, each model and the HR (PSNR/SSIM with --hr).
 
     [bold]Examples[/]
 
@@ -63,7 +64,7 @@ def compare_command(
 
       srcli compare lr.png --hr hr.png -m edsr-baseline-x2 -w my.pt -s 2
 
-      srcli compare LR/birdx2.png --hr HR/bird.png --sr sr/Set5/x2/bird.png -m bicubic
+      srcli compare birdx2.png --hr bird.png --sr sr/Set5/x2/bird.png -m bicubic
     """
     from srcli.compare import make_grid, parse_crop, scored
     from srcli.imageio import read_image, write_image
