@@ -14,7 +14,7 @@ import numpy as np
 
 from srcli import weights as catalogue_module
 from srcli.engine import Upscaler
-from srcli.errors import ScaleError
+from srcli.errors import InputImageError, ScaleError
 from srcli.imageio import read_image
 from srcli.options import UpscaleOptions
 from srcli.pipeline import ImagePipeline, Stage, load_restorers
@@ -45,7 +45,10 @@ class Model:
 
     def upscale(self, image: Image) -> np.ndarray:
         """An RGB/RGBA/grey uint8 or uint16 array (or an image path) -> the upscaled array, same layout and dtype."""
-        return self._pipeline.upscale(_as_array(image)).image
+        array = _as_array(image)
+        if array.ndim == 3 and array.shape[2] == 1:  # HxWx1 grey comes back HxWx1
+            return self._pipeline.upscale(array[:, :, 0]).image[:, :, None]
+        return self._pipeline.upscale(array).image
 
     __call__ = upscale
 
@@ -74,6 +77,8 @@ def load(
     (`--pre`); a grey-only one runs on luma. Catalogue files download on first use.
     """
     name = model.name if isinstance(model, Weights) else (None if model is None else os.fspath(model))
+    if name is None:
+        _check_default_scale(scale)
     options = UpscaleOptions.for_upscale(device=device, precision=precision, tile=tile, ensemble=ensemble,
                                          outscale=outscale, border=border)
     stages = load_restorers([os.fspath(each) for each in pre or []], options)
@@ -117,11 +122,30 @@ def default_weights(scale: int = 4) -> Weights:
     return catalogue()[name]
 
 
+def _check_default_scale(scale: int | None) -> None:
+    """The default models' scales, said in this API's words (the selection's message names CLI flags)."""
+    if scale is None or scale in catalogue_module.DEFAULT_SCALES:
+        return
+    if scale < 2:
+        raise ScaleError(f"scale={scale} is no upscale: srcli's default models run at scale=2, 3 or 4 "
+                         "(outscale=1.5 with scale=2 for a final size in between)")
+    raise ScaleError(f"srcli's default models upscale x2, x3 or x4, not x{scale}: use scale=4, outscale={scale} "
+                     "(the x4 model, then a resize), or model= a catalogue name or checkpoint of that scale")
+
+
 def _as_array(image: Image) -> np.ndarray:
     if isinstance(image, (str, os.PathLike)):
         return read_image(Path(image))
     if not isinstance(image, np.ndarray):
         raise TypeError(f"expected a numpy array or a path, not {type(image).__name__}")
+    if np.issubdtype(image.dtype, np.integer) and image.dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"expected a uint8 or uint16 array, not {image.dtype}: for 0..255 values pass "
+                        "image.astype(np.uint8)")
     if image.dtype not in (np.uint8, np.uint16):
         raise TypeError(f"expected a uint8 or uint16 array, not {image.dtype} (scale floats to 0..255 and round)")
+    if image.size == 0 or image.ndim not in (2, 3):
+        raise InputImageError(f"expected an HxW or HxWxC image, got an array of shape {image.shape}")
+    if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[2] not in (1, 3, 4):
+        raise InputImageError(f"an array of shape {image.shape} looks channels-first (CxHxW): srcli takes HxWxC, "
+                              "so pass image.transpose(1, 2, 0)")
     return np.ascontiguousarray(image)

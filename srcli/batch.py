@@ -7,19 +7,25 @@ from __future__ import annotations
 
 import glob
 import os
+import re
+import string
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from srcli import distributed
-from srcli.engine import Plan, ProgressCallback, Upscaled
 from srcli.errors import NonFiniteOutputError, OutputError, OutputExistsError, SrcliError
 from srcli.files import is_hidden
 from srcli.imageio import ALPHA_EXTENSIONS, DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, read_image, write_image
-from srcli.pipeline import ImagePipeline
+
+if TYPE_CHECKING:  # planning a batch (inputs, names) needs no torch: a mistake is reported before it loads
+    from srcli.engine import Plan, ProgressCallback, Upscaled
+    from srcli.pipeline import ImagePipeline
+    from srcli.weights import ResolvedModel
 
 _GLOB_CHARACTERS = set("*?[")
 
@@ -111,6 +117,9 @@ def collect_inputs(arguments: list[str], recursive: bool = False) -> tuple[list[
             if not items:
                 hint = "" if recursive else " (use --recursive for sub-folders)"
                 problems.append(ImageResult(argument, "", "failed", f"{argument}: folder holds no image{hint}"))
+        elif not path.exists():
+            problems.append(ImageResult(argument, "", "failed", f"{argument}: no such file"))
+            items = []
         else:
             items = [Found(path)]
         for item in items:
@@ -133,6 +142,53 @@ def scale_label(scale: float) -> str:
     return str(int(scale)) if float(scale).is_integer() else f"{scale:g}"
 
 
+SUFFIX_FIELDS = ("model", "scale", "ensemble")
+
+
+def check_suffix(template: str | None) -> None:
+    """Refuse, before any work, a --suffix that would put outputs in another folder or names an unknown field."""
+    if template is None:
+        return
+    _check_separators(template)
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as error:
+        raise OutputError(f"--suffix {template!r}: {error} (write {{{{ and }}}} for literal braces)") from None
+    unknown = [name for name in fields if name not in SUFFIX_FIELDS]
+    if unknown:
+        allowed = ", ".join(f"{{{name}}}" for name in SUFFIX_FIELDS)
+        raise OutputError(f"--suffix {template!r}: unknown field {{{unknown[0]}}} (use {allowed})")
+
+
+def _check_separators(suffix: str) -> None:
+    if any(separator in suffix for separator in ("/", "\\", os.sep, "\0")):
+        raise OutputError(f"--suffix {suffix!r} holds a path separator: it names a file suffix, not a folder "
+                          "(use -o FOLDER for where outputs go)")
+
+
+def output_suffix(template: str | None, label: str, model: str, default_model: bool, ensemble: bool) -> str:
+    """The tag after `<stem>_` in output names. Without a template it says what made the output whenever that is
+    not the default model's plain run (`x4`, `x4_bicubic`, `x4_ensemble`), so trying a model or the ensemble
+    after the default leaves a new file instead of clashing with the first."""
+    mark = "ensemble" if ensemble else ""
+    if template is None:
+        return "_".join(part for part in (f"x{label}", "" if default_model else model, mark) if part)
+    check_suffix(template)
+    text = template.format(model=model, scale=label, ensemble=mark)
+    return re.sub(r"_{2,}", "_", text).strip("_")
+
+
+def model_tag(resolved: ResolvedModel, scale: int) -> tuple[str, bool]:
+    """The model's short name for output names, and whether it is the default one (whose outputs carry no tag).
+    A --weights file counts as the default: it is the user's own model, named by the file (`{model}` in --suffix)."""
+    from srcli.weights import default_model
+
+    if resolved.entry is None:
+        return Path(resolved.name).stem, True
+    short = resolved.name.removesuffix(f"-x{scale}")
+    return short, resolved.name == default_model(scale)
+
+
 def plan_jobs(
     inputs: list[Found],
     output: Path | None,
@@ -152,6 +208,8 @@ def plan_jobs(
         extension = "." + extension.lower().lstrip(".")
         if extension not in IMAGE_EXTENSIONS:
             raise OutputError(f"--format {extension[1:]} is not supported: use one of {_extension_list()}")
+    if suffix:
+        _check_separators(suffix)
     output_is_file = output is not None and output.suffix.lower() in IMAGE_EXTENSIONS and not output.is_dir()
     if output_is_file and len(inputs) > 1:
         raise OutputError(f"-o {output} names one file but there are {len(inputs)} inputs: give a folder")
@@ -210,7 +268,17 @@ def _check_writable(folder: Path) -> None:
     if not ancestor.is_dir():
         raise OutputError(f"cannot write to {folder}: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
+        if _read_only(ancestor):
+            raise OutputError(f"cannot write to {folder}: {ancestor} is on a read-only file system (choose another -o)")
         raise OutputError(f"cannot write to {folder}: no permission to write in {ancestor}")
+
+
+def _read_only(folder: Path) -> bool:
+    """Whether the file system holding `folder` is mounted read-only (a different fix than a permission)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows): reported as a permission problem
+        return False
 
 
 # --- running ------------------------------------------------------------------------------------------------

@@ -319,7 +319,9 @@ def open_dataset(spec: DatasetSpec, root: Path) -> Dataset:
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"data directory {root} does not exist")
-    for base in (root, root / spec.home):
+    # the set's own folder too (`--data-dir .../benchmark/Set5`): its parent holds the layout
+    own = (root.parent,) if root.name == Path(spec.hr_dir).parts[0] else ()
+    for base in (root, root / spec.home, *own):
         if (base / spec.hr_dir).is_dir():
             break
     else:

@@ -378,6 +378,7 @@ class Downloadable:
     describe: str
     present: Callable[[], bool]
     fetch: Callable[[str | None, Progress | None], Path]
+    shipped: bool = False  # part of the install (srcli's embedded models): nothing to download
 
 
 _PROVIDERS: dict[str, Callable[[], Iterable[Downloadable]]] = {}
@@ -403,7 +404,9 @@ def lookup(names: Iterable[str]) -> list[Downloadable]:
     names = list(dict.fromkeys(names))
     unknown = [name for name in names if name not in known]
     if unknown:
+        fetchable = sorted(name for name, item in known.items() if not item.shipped)
         raise UnknownModelError(
-            f"nothing called {', '.join(unknown)} can be downloaded; known: {', '.join(sorted(known))}"
+            f"nothing called {', '.join(unknown)} can be downloaded; known: {', '.join(fetchable)} "
+            "(srcli's embedded models ship with it: `srcli models`)"
         )
     return [known[name] for name in names]

@@ -51,10 +51,13 @@ def test_globs_files_and_duplicates(tree):
 
 def test_names_that_match_nothing_become_failures_not_exceptions(tree):
     (tree / "empty").mkdir()
-    found, problems = collect_inputs([str(tree / "*.tif"), str(tree / "empty"), str(tree / "x.png")])
-    assert _names(found, tree) == ["x.png"]  # a literal name is kept: reading it says what is wrong
-    assert [p.status for p in problems] == ["failed", "failed"]
+    (tree / "notes.txt").write_text("not an image")
+    found, problems = collect_inputs([str(tree / "*.tif"), str(tree / "empty"), str(tree / "x.png"),
+                                      str(tree / "notes.txt")])
+    assert _names(found, tree) == ["notes.txt"]  # a literal file is kept: reading it says what is wrong
+    assert [p.status for p in problems] == ["failed", "failed", "failed"]
     assert "matches no image" in problems[0].error and "folder holds no image" in problems[1].error
+    assert problems[2].error == f"{tree / 'x.png'}: no such file"
 
 
 def test_empty_folder_hints_at_recursive(tmp_path):

@@ -32,7 +32,7 @@ def test_upscale_model_bicubic_is_the_matlab_resize_under_any_tiling(cli, tmp_pa
     code, out, err = cli("upscale", source, "--model", "bicubic", "--scale", "3", "--tile", tile, "--json")
     assert code == 0, err
     assert json.loads(out)["model"] == "bicubic"
-    assert np.array_equal(read_image(tmp_path / "a_x3.png"), _matlab_double(read_image(source), 3))
+    assert np.array_equal(read_image(tmp_path / "a_x3_bicubic.png"), _matlab_double(read_image(source), 3))
 
 
 def test_bicubic_in_the_engine_keeps_sixteen_bits(tmp_path):
@@ -49,7 +49,7 @@ def test_bicubic_alone_means_x4(cli, tmp_path):
     code, out, err = cli("upscale", source, "--model", "bicubic", "--json")
     assert code == 0, err
     assert json.loads(out)["scale"] == 4
-    assert read_image(tmp_path / "a_x4.png").shape == (48, 64, 3)
+    assert read_image(tmp_path / "a_x4_bicubic.png").shape == (48, 64, 3)
 
 
 def test_models_lists_bicubic_with_its_reference_scores(cli):

@@ -66,7 +66,7 @@ def test_upscale_single_scale_model_alone_means_its_scale(cli, tmp_path):
     code, out, err = cli("upscale", source, "--model", "srcli-edsr-baseline-x4", "--json")
     assert code == 0, err
     assert json.loads(out)["scale"] == 4
-    assert read_image(tmp_path / "a_x4.png").shape == (48, 64, 3)
+    assert read_image(tmp_path / "a_x4_srcli-edsr-baseline.png").shape == (48, 64, 3)
 
 
 def test_outscale_alone_runs_a_native_model_without_resizing(cli, tmp_path):
@@ -74,7 +74,7 @@ def test_outscale_alone_runs_a_native_model_without_resizing(cli, tmp_path):
     code, out, err = cli("upscale", source, "--outscale", "2", "--json")
     assert code == 0, err
     report = json.loads(out)
-    assert (report["model"], report["scale"], report["output_scale"]) == ("srcli-mdsr-baseline", 2, "2")
+    assert (report["model"], report["scale"], report["output_scale"]) == ("srcli-mdsr-baseline", 2, 2)
     assert "resize" not in err
     target = tmp_path / "a_x2.png"
     assert read_image(target).shape == (24, 32, 3)

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from srcli.cli import app, main
 from srcli.datasets import ARCHIVES
 from srcli.download import downloadables
+from srcli.weights import embedded
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -87,6 +88,18 @@ def test_download_failure_is_one_line_and_nonzero(served_entry, dead_url, monkey
 def test_unknown_name_is_one_line(srcli_home, monkeypatch, capsys):
     code, err = _run_main(monkeypatch, capsys, "download", "edsr-x5", "edsr-baseline-x2")
     assert code == 2
-    known = sorted(downloadables())
+    known = sorted(name for name, item in downloadables().items() if not item.shipped)
     assert {*OFFICIAL, "benchmark", *(file.rsplit(".", 1)[0] for file in ARCHIVES)} <= set(known)
-    assert err.strip().splitlines() == [f"error: nothing called edsr-x5 can be downloaded; known: {', '.join(known)}"]
+    assert err.strip().splitlines() == [f"error: nothing called edsr-x5 can be downloaded; known: {', '.join(known)} "
+                                        "(srcli's embedded models ship with it: `srcli models`)"]
+    assert not any(entry.name in known for entry in embedded())  # they need no download
+
+
+def test_offline_dataset_download_gives_the_mirror_advice(srcli_home, dead_url, monkeypatch, capsys):
+    monkeypatch.setenv("SRCLI_DATASET_MIRROR", dead_url)
+    code, err = _run_main(monkeypatch, capsys, "download", "benchmark")
+    assert code != 0
+    [line] = [line for line in err.splitlines() if line.startswith("error:")]
+    assert line.endswith("; offline? set $SRCLI_DATASET_MIRROR or --mirror to a base address that holds its files")
+    [row] = [line for line in err.splitlines() if "benchmark" in line and "failed" in line]
+    assert row.split("│")[3:5] != ["", ""] and all(cell.strip() == "-" for cell in row.split("│")[3:5])

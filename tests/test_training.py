@@ -302,12 +302,12 @@ def test_the_live_panel_moves_from_the_first_step(tiny_images: Path, tmp_path: P
     assert math.isfinite(first.loss) and first.steps_per_s > 0 and first.eta_s >= 0
     assert kinds[0] is Note and kinds[-1] is Finished and Started in kinds and Saved in kinds
 
-    display = _Display(log_every_line=False)
-    display(Started(step=0, steps=3, device="cpu", amp="none", images=6, parameters=1, world=1, threads=1,
-                    epoch_steps=0, config=config.to_dict()))
-    display(first)
-    recorder = Console(record=True, width=100, file=io.StringIO())
-    recorder.print(display._render())
+    with _Display(log_every_line=False) as display:
+        display(Started(step=0, steps=3, device="cpu", amp="none", images=6, parameters=1, world=1, threads=1,
+                        epoch_steps=0, config=config.to_dict()))
+        display(first)
+        recorder = Console(record=True, width=100, file=io.StringIO())
+        recorder.print(display._render())
     text = recorder.export_text()
     assert "1 / 3" in text and f"{first.loss:.4f}" in text and "steps/s" in text
     assert "loss      -" not in text

@@ -241,6 +241,7 @@ def test_ctrl_c_leaves_no_partial_file_and_exits_130(tmp_path):
     rest = process.stderr.read()
     assert process.wait(timeout=120) == 130, rest
     assert "Traceback" not in rest
+    assert "Run the same command with --skip-existing to do the rest" in rest
     written = _files(tmp_path / "out")
     assert len(written) < 6 and not any(name.endswith(".part") for name in written)
     for name in written:

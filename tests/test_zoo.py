@@ -163,8 +163,8 @@ def test_every_upscale_feature_works_with_a_zoo_model(zoo_files, tmp_path, capsy
                               "--outscale", "3", "--json"], capsys, monkeypatch)
     assert code == 0, err
     assert json.loads(out)["written"] == 2
-    logo = read_image(tmp_path / "in_x3" / "logo_x3.png")
-    grey = read_image(tmp_path / "in_x3" / "grey_x3.png")
+    logo = read_image(tmp_path / "in_x3" / "logo_x3_ensemble.png")
+    grey = read_image(tmp_path / "in_x3" / "grey_x3_ensemble.png")
     assert (logo.shape, logo.dtype, grey.shape) == ((60, 72, 4), np.uint16, (54, 48))
 
 

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from srcli import __version__
-from srcli.cli import common, eval_cmd, models_cmd, train_cmd, upscale_cmd
+from srcli.cli import common, compare_cmd, eval_cmd, models_cmd, train_cmd, upscale_cmd
 from srcli.limits import load_opencv
 
 HELP = """Image super-resolution with EDSR, MDSR and VDSR: upscale photos, reproduce the papers' scores, train.
@@ -26,6 +26,8 @@ Errors are one line; human output goes to stderr, --json output to stdout.
 
   srcli train --recipe edsr-baseline --data my_photos/ --out runs/x2
 
+  srcli compare bird_lr.png --hr bird.png -m bicubic   (a labelled grid)
+
   srcli models                                  (what --model can name)
 """
 
@@ -33,6 +35,7 @@ app = typer.Typer(
     name="srcli",
     help=HELP,
     no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
     add_completion=False,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
@@ -47,14 +50,16 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show full tracebacks instead of one-line errors (also after the subcommand)."
+    ),
+    version: bool = typer.Option(False, "-V", "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """srcli: EDSR-family super-resolution for the command line."""
     common.STATE.debug = debug
 
 
-for module in (upscale_cmd, eval_cmd, train_cmd, models_cmd):
+for module in (upscale_cmd, compare_cmd, eval_cmd, train_cmd, models_cmd):
     module.register(app)
 
 

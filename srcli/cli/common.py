@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -79,12 +80,52 @@ def _show_click_error(error: Exception) -> None:
     fail(f"{message}; {habit}{hint}" if habit else f"{message}{hint}")
 
 
+def _tidy_help(command: Any) -> None:
+    """Help that says what to type: a flag shows no `<bool>` (it takes no value), an argument that already has a
+    name (`INPUT...`) no `<list[str]>`. Applied to the built click tree, so every command gets it."""
+    for param in command.params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+        elif param.param_type_name == "argument" and param.metavar is not None:
+            param.display_type_rich = lambda ctx: None
+        elif getattr(param, "multiple", False) and param.metavar is None:  # repeatable: one value per flag
+            param.display_type_rich = lambda ctx, p=param: p.display_type(ctx).replace("<list[", "<").replace("]>", ">")
+    help_option = command.get_help_option
+
+    def flag_help_option(ctx: Any) -> Any:  # click makes -h/--help per context, after the tree is built
+        option = help_option(ctx)
+        if option is not None and option.metavar is None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = flag_help_option
+    for sub in getattr(command, "commands", {}).values():
+        _tidy_help(sub)
+
+
+def build(app: typer.Typer) -> Any:
+    """The click command tree of `app`, its help tidied."""
+    from typer.main import get_command
+
+    command = get_command(app)
+    _tidy_help(command)
+    return command
+
+
+def split_debug(argv: Sequence[str]) -> tuple[list[str], bool]:
+    """`--debug` is accepted anywhere before `--` (after the subcommand too): it is moved to the front."""
+    end = list(argv).index("--") if "--" in argv else len(argv)
+    rest = [token for token in argv[:end] if token != "--debug"] + list(argv[end:])
+    debug = len(rest) != len(argv)
+    return (["--debug", *rest] if debug else rest), debug
+
+
 def run(app: typer.Typer, argv: Sequence[str]) -> None:
     """Run the app on `argv` so that no user error ever shows a traceback (unless --debug)."""
-    debug = "--debug" in argv
+    argv, debug = split_debug(argv)
     returned = None
     try:
-        returned = app(args=list(argv), standalone_mode=False)
+        returned = build(app)(args=argv, standalone_mode=False)
     except SystemExit as stop:
         raise stop
     except typer.Exit as stop:
@@ -131,6 +172,17 @@ class Border(str, Enum):
     reflect = "reflect"
     replicate = "replicate"
     zero = "zero"
+
+
+_FLAG_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
+
+
+def refuse_flag_values(inputs: list[str]) -> None:
+    """`--ensemble true`: click reads `true` as an input; say that flags take no value instead of 'no such file'."""
+    for word in inputs:
+        if word.lower() in _FLAG_WORDS and not Path(word).exists():
+            raise SrcliError(f"{word!r} is not an input: flags such as --ensemble, --json and --recursive take no "
+                             "value (write the flag alone)")
 
 
 # One flag that several commands take with the same meaning and help.

@@ -43,9 +43,24 @@ def _resolve_models(
     return dict(select_scales(model, weights, scales))
 
 
+_RUN_FILES = {"model.pt", "best.pt", "latest.pt"}  # what every `srcli train` run folder holds
+
+
+def method_label(method: str) -> str:
+    """A catalogue name as it is; a file by its name, and a training run's export by its run folder
+    (`x2/model.pt`), since every run exports the same `model.pt`."""
+    path = Path(method)
+    if path.name in _RUN_FILES and path.parent.name:
+        return f"{path.parent.name}/{path.name}"
+    return path.name
+
+
 def _results_table(results: list) -> Table:
-    columns = sorted({r.reference.column for r in results if r.reference})
-    caption = f"paper: EDSR paper Table 3, column {', '.join(columns)}" if columns else None
+    columns = sorted({r.reference.column for r in results if r.reference} - {CATALOGUE_COLUMN})
+    notes = [f"EDSR paper Table 3, column {', '.join(columns)}"] if columns else []
+    if any(r.reference and r.reference.column == CATALOGUE_COLUMN for r in results):
+        notes.append("srcli's catalogue (its own measured score, `srcli models`)")
+    caption = f"paper: {'; '.join(notes)}" if notes else None
     table = Table(title="srcli eval", caption=caption, box=box.SIMPLE_HEAD, header_style="bold", show_edge=False,
                   collapse_padding=True)
     for title in ("set", "scale", "method", "PSNR", "SSIM", "paper", "Δ PSNR", "s/img"):
@@ -54,7 +69,7 @@ def _results_table(results: list) -> Table:
                          overflow="fold")
     for result in results:
         ref = result.reference
-        method = escape(Path(result.method).name) + (" +ens" if result.ensemble else "")
+        method = escape(method_label(result.method)) + (" +ens" if result.ensemble else "")
         table.add_row(
             escape(result.dataset), f"x{result.scale}", method, f"{result.psnr:.3f}", f"{result.ssim:.4f}",
             f"{ref.psnr:.2f}/{ref.ssim:.4f}" if ref else "-",
@@ -84,7 +99,7 @@ _Model = Annotated[str, typer.Option(
 )]
 _Weights = Annotated[Path, typer.Option("--weights", "-w", help="A checkpoint file (any supported layout).")]
 _Scale = Annotated[str, typer.Option(
-    "--scale", "-s", help="Scales, comma-separated. Default: the model's own (x2,x3,x4 for most)."
+    "--scale", "-s", metavar="2,3,4", help="Scales, comma-separated. Default: the model's own (x2,x3,x4 for most)."
 )]
 _Pre = Annotated[list[str], typer.Option(
     "--pre", metavar="MODEL_OR_FILE",
@@ -103,7 +118,8 @@ _BorderOption = Annotated[Border, typer.Option(
     "--border", help="zero: the papers' padding (published numbers). reflect / replicate: as `srcli upscale` runs.",
 )]
 _Backend = Annotated[str, typer.Option(
-    "--backend", help="torch (default: scores as published, whatever is installed), openvino (CPU, faster) or auto.",
+    "--backend", metavar="torch|openvino|auto",
+    help="torch (default: scores as published, whatever is installed), openvino (CPU, faster) or auto.",
 )]
 _Mirror = Annotated[str, typer.Option(
     "--mirror", help="Base URL holding the dataset archives by file name ($SRCLI_DATASET_MIRROR)."
@@ -211,12 +227,28 @@ def _score(specs: list[DatasetSpec], models: tuple[dict[int, ResolvedModel | Non
                     bar.update(task, completed=done, total=total, detail=f"{done}/{total} images")
 
                 resolved = networks[each_scale]
-                results.append(evaluate(
+                results.append(_with_catalogue_score(evaluate(
                     dataset, each_scale, resolved.model if resolved else None, resolved.spec if resolved else None,
                     method=resolved.name if resolved else None, protocol=protocol, options=options,
                     save_dir=save_dir, progress=on_image, pre=stages,
-                ))
+                ), None if stages else resolved, protocol))  # a chain is not the catalogued model
     return results
+
+
+CATALOGUE_COLUMN = "srcli"
+
+
+def _with_catalogue_score(result: SetResult, resolved: ResolvedModel | None, protocol: str) -> SetResult:
+    """Where the paper has no number (srcli's own models), the catalogue's measured one, so `paper` is not `-`."""
+    from srcli.evaluate import Reference
+
+    entry = resolved.entry if resolved is not None else None
+    if result.reference is not None or entry is None or protocol != "paper" or result.ensemble:
+        return result
+    score = entry.metrics.get(result.dataset, {}).get(result.scale)
+    if score is not None and score.ssim is not None:
+        result.reference = Reference(CATALOGUE_COLUMN, score.psnr, score.ssim, source="srcli catalogue")
+    return result
 
 
 def _render(results: list[SetResult], options: UpscaleOptions, protocol: ProtocolChoice, per_image: bool,

@@ -194,7 +194,7 @@ def download_command(
 
       srcli download div2k --part valid-hr --part valid-lr-bicubic-x4
 
-      srcli download benchmark div2k --part train --mirror https://example.org/sr-data/
+      srcli download benchmark --mirror https://example.org/sr-data/
     """
     from srcli.datasets import expand_download_names
 
@@ -209,6 +209,7 @@ def download_command(
                 try:
                     path = item.fetch(mirror, track(item.name))
                 except SrcliError as error:
+                    error = type(error)(f"{error}{offline_advice(item, str(error))}")
                     failures.append(error)
                     results.append({"name": item.name, "kind": item.kind, "status": "failed", "error": str(error)})
                     continue
@@ -227,6 +228,16 @@ def download_command(
         first = failures[0]
         prefix = f"{len(failures)} of {len(items)} failed; first: " if len(failures) > 1 else ""
         raise type(first)(prefix + str(first))
+
+
+def offline_advice(item: download.Downloadable, message: str) -> str:
+    """The one offline advice line, added where a failure does not already say where else the file can come from."""
+    if "--mirror" in message:
+        return ""
+    from srcli import datasets
+
+    env = datasets.MIRROR_ENV if item.kind == "dataset" else download.MIRROR_ENV
+    return f"; offline? set ${env} or --mirror to a base address that holds its files"
 
 
 def register(app: typer.Typer) -> None:
@@ -294,6 +305,7 @@ def _summary_table(results: list[dict[str, Any]]) -> Table:
     styles = {"downloaded": "green", "present": "cyan", "failed": "red"}
     for row in results:
         table.add_row(escape(row["name"]), f"[{styles[row['status']]}]{row['status']}[/]",
-                      _megabytes(row.get("bytes")) if "bytes" in row else "", escape(row.get("path", "")))
+                      _megabytes(row.get("bytes")) if row.get("bytes") is not None else "-",
+                      escape(row.get("path", "-")))
     return table
 

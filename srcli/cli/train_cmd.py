@@ -40,10 +40,7 @@ class _Display:
         self.live: Live | None = None
 
     def __enter__(self) -> _Display:
-        if not self.headless:
-            self.live = Live(self._render(), console=console, refresh_per_second=1, transient=False)
-            self.live.__enter__()
-        return self
+        return self  # the panel appears with the Started event: before it there is nothing true to show
 
     def __exit__(self, *exc: object) -> None:
         if self.live is not None:
@@ -51,21 +48,26 @@ class _Display:
             self.live.__exit__(None, None, None)
 
     def _render(self) -> Panel:
+        """Only what is known: a row appears once its value does (no `lr -` before the first log line)."""
         s = self.state
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold")
         table.add_column()
-        steps = s.get("steps", 1)
-        table.add_row("step", f"{s.get('step', 0):,} / {steps:,}")
-        table.add_row("", ProgressBar(total=steps, completed=s.get("step", 0), width=40))
-        table.add_row("loss", f"{s['loss']:.4f}" if "loss" in s else "-")
-        table.add_row("lr", f"{s['lr']:.3g}" if "lr" in s else "-")
-        table.add_row("speed", f"{s['steps_per_s']:.2f} steps/s" if "steps_per_s" in s else "-")
-        table.add_row("ETA", _duration(s.get("eta_s")))
+        table.add_row("step", f"{s['step']:,} / {s['steps']:,}")
+        table.add_row("", ProgressBar(total=s["steps"], completed=s["step"], width=40))
         val = s.get("val")
-        table.add_row("last val", f"{val['psnr']:.3f} dB / {val['ssim']:.4f} at step {val['step']:,}" if val else "-")
-        table.add_row("device", f"{s.get('device', '?')}  amp {s.get('amp', '?')}")
-        return Panel(table, title=f"srcli train {s.get('recipe', '')}", expand=False)
+        rows = {
+            "loss": f"{s['loss']:.4f}" if "loss" in s else None,
+            "lr": f"{s['lr']:.3g}" if "lr" in s else None,
+            "speed": f"{s['steps_per_s']:.2f} steps/s" if "steps_per_s" in s else None,
+            "ETA": _duration(s["eta_s"]) if "eta_s" in s else None,
+            "last val": f"{val['psnr']:.3f} dB / {val['ssim']:.4f} at step {val['step']:,}" if val else None,
+            "device": f"{s['device']}  amp {s['amp']}",
+        }
+        for name, value in rows.items():
+            if value is not None:
+                table.add_row(name, value)
+        return Panel(table, title=f"srcli train {s['recipe']}", expand=False)
 
     def __call__(self, event: TrainEvent) -> None:
         from srcli.training.events import Logged, Note, Progress, Saved, Started, TrainWarning, Validated
@@ -96,6 +98,11 @@ class _Display:
         if self.live is not None:
             self.live.update(self._render())
 
+    def _start_panel(self) -> None:
+        if not self.headless and self.live is None:
+            self.live = Live(self._render(), console=console, refresh_per_second=1, transient=False)
+            self.live.__enter__()
+
     def _started(self, event: Started) -> None:
         recipe, scales = event.config["recipe"], event.config["scales"]
         self.state.update(step=event.step, steps=event.steps, device=event.device, amp=event.amp, recipe=recipe)
@@ -106,6 +113,7 @@ class _Display:
             f"to {event.steps:,}",
             soft_wrap=True,
         )
+        self._start_panel()
 
 
 _OPTION_TYPES = {"scales": parse_scales}  # CLI text that needs more than str() to become a TrainConfig value
@@ -155,13 +163,15 @@ def _run(trainer: Trainer) -> TrainResult:
             signal.signal(sig, handler)
 
 
-def _report(result: TrainResult, started: float) -> None:
+def _report(result: TrainResult, started: float, validated: bool = True) -> None:
     if result.weights is None:  # a DDP rank other than 0
         return
     weights = escape(str(result.weights))
     summary = f"step {result.step:,} in {_duration(time.perf_counter() - started)}; weights {weights}"
     if result.last_val:
         summary += f"; last val PSNR {result.last_val['psnr']:.3f} dB"
+    elif not validated:
+        summary += " (no --val-set, so no best.pt: model.pt is the last step)"
     if result.interrupted:
         run_dir = escape(str(result.run_dir))
         console.print(f"[yellow]stopped[/] at {summary}; continue with --resume --out {run_dir}")
@@ -237,7 +247,7 @@ def train_command(
 
     [bold]Examples[/]
 
-      srcli train --recipe edsr-baseline -s 2 --data T91 --data BSD200 --out runs/x2
+      srcli train --recipe edsr-baseline -s 2 --data T91 --out runs/x2
 
       srcli train -s 4 --data div2k --init-from runs/x2/model.pt --out runs/x4
 
@@ -256,7 +266,7 @@ def train_command(
         return
     config, state = configure(recipe, _overrides(ctx.params), resume)
     started = time.perf_counter()
-    _report(_run(Trainer(config, state)), started)
+    _report(_run(Trainer(config, state)), started, validated=bool(config.val_set))
 
 
 def _preview(recipe: str | None, overrides: dict[str, Any], count: int) -> None:

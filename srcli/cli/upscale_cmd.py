@@ -21,6 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from srcli.cli import common
 from srcli.cli.common import Border, Device, check_placement, console, download_progress, print_error, stdout
 from srcli.cli.hints import jpeg_note
 from srcli.errors import SrcliError
@@ -29,7 +30,7 @@ from srcli.options import UpscaleOptions
 
 if TYPE_CHECKING:  # the core (and torch) loads when a command runs, never for --help
     from srcli import weights
-    from srcli.batch import ImageResult, Job, Shard, Summary
+    from srcli.batch import Found, ImageResult, Job, Shard, Summary
     from srcli.engine import Plan, Upscaler
     from srcli.pipeline import ImagePipeline, Stage
 
@@ -75,7 +76,7 @@ _Output = Annotated[Path | None, typer.Option(
     "-o", "--output", help="Output file (one input) or folder. Default: beside each input."
 )]
 _Scale = Annotated[int | None, typer.Option(
-    "-s", "--scale", min=1,
+    "-s", "--scale", metavar="2|3|4",
     help="Model scale: 2, 3 or 4. Default: the model's own; with --outscale a native one if any; else 4.",
 )]
 _Model = Annotated[str | None, typer.Option("-m", "--model", help="Catalogue model name (see `srcli models`).")]
@@ -88,7 +89,7 @@ _Pre = Annotated[list[str] | None, typer.Option(
     "repeat for several, in order. A grey-only model runs on luma (Y), chroma kept.",
 )]
 _Ensemble = Annotated[bool, typer.Option(
-    "--ensemble", help="Geometric self-ensemble x8 (EDSR+): a little better, ~8x slower."
+    "--ensemble", help="Geometric self-ensemble x8 (EDSR+): a little better; 8 passes, whole runs ~4-5x slower."
 )]
 _Tile = Annotated[int | None, typer.Option(
     "--tile", min=0, help="Tile size in input pixels; 0 = whole image. Default: from free memory."
@@ -106,20 +107,24 @@ _BorderOption = Annotated[Border, typer.Option(
 )]
 _Precision = Annotated[str, typer.Option("--precision", help="auto, fp32, fp16 or bf16 (fp16/bf16: GPU only).")]
 _Backend = Annotated[str, typer.Option(
-    "--backend", help="auto (OpenVINO on the CPU when srcli\\[openvino] is installed), torch, openvino."
+    "--backend", metavar="auto|torch|openvino",
+    help="auto (OpenVINO on the CPU when srcli\\[openvino] is installed), torch, openvino."
 )]
 _Outscale = Annotated[float | None, typer.Option(
     "--outscale", min=1.0,
     help="Final scale, e.g. 3.5: a native model when one exists, else the next scale up and a resize.",
 )]
 _Format = Annotated[str | None, typer.Option(
-    "-f", "--format", help="Output format: png, jpg, webp, bmp, tif. Default: the input's."
+    "-f", "--format", metavar="png|jpg|webp|bmp|tif",
+    help="Output format: png, jpg, webp, bmp, tif. Default: the input's."
 )]
 _Quality = Annotated[int | None, typer.Option(
     "-q", "--quality", min=1, max=100, help="JPEG/WebP quality (1-100); WebP without it is lossless."
 )]
 _Suffix = Annotated[str | None, typer.Option(
-    "--suffix", help="Output names <stem>_<suffix>.<ext> instead of <stem>_x<scale>.<ext>."
+    "--suffix", metavar="TEXT",
+    help="Output names <stem>_<suffix>.<ext>; may hold {model}, {scale}, {ensemble} (e.g. '{model}_x{scale}'). "
+    "Default: x<scale>, then the model's name when it is not the default, then 'ensemble' with --ensemble.",
 )]
 _Recursive = Annotated[bool, typer.Option("-r", "--recursive", help="Include images in sub-folders.")]
 _SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="Leave outputs that already exist.")]
@@ -180,7 +185,8 @@ def upscale_command(
 ) -> None:
     """Upscale images with an EDSR, MDSR or VDSR model (default: srcli's embedded model for the scale).
 
-    Outputs are named [bold]<stem>_x<scale>.<ext>[/]: beside each input file,
+    Outputs are named [bold]<stem>_x<scale>.<ext>[/] (plus [bold]_<model>[/] for a model other than the
+    default and [bold]_ensemble[/] with --ensemble): beside each input file,
     in [bold]<folder>_x<scale>/[/] for a folder, or under [bold]-o[/].
     Existing outputs are never replaced silently, and inputs never.
 
@@ -201,8 +207,19 @@ def upscale_command(
 
       torchrun --nproc-per-node 4 -m srcli upscale huge/ -o out/   (a share each)
     """
+    from srcli.batch import check_suffix, collect_inputs  # torch-free: mistakes are reported before torch loads
+
     if skip_existing and overwrite:
         raise SrcliError("--skip-existing and --overwrite contradict each other: pick one")
+    if scale is not None and scale < 1:
+        raise SrcliError(f"--scale {scale} is not a model scale: use 2, 3 or 4 (--outscale for other final sizes)")
+    check_suffix(suffix)
+    common.refuse_flag_values(inputs)
+    found, problems = collect_inputs(inputs, recursive)
+    if not found:
+        for problem in problems:
+            _report_failure(problem)
+        raise SystemExit(1)
     outputs = _Outputs(output, output_format, quality, recursive, suffix,
                        "skip" if skip_existing else "overwrite" if overwrite else "refuse",
                        parse_pixels(max_pixels) or None, as_json, verbose)
@@ -210,7 +227,7 @@ def upscale_command(
                                          ensemble=ensemble, outscale=outscale, batch=batch, border=border.value,
                                          backend=backend)
     check_placement(options)
-    code = _upscale_sharded(inputs, (model, weights_path, pre or []), scale, mirror, options, outputs)
+    code = _upscale_sharded((found, problems), (model, weights_path, pre or []), scale, mirror, options, outputs)
     if code:
         raise SystemExit(code)
 
@@ -220,8 +237,8 @@ def register(app: typer.Typer) -> None:
     app.command("upscale")(upscale_command)
 
 
-def _upscale_sharded(inputs: list[str], models: tuple[str | None, Path | None, list[str]], scale: int | None,
-                     mirror: str | None, options: UpscaleOptions, outputs: _Outputs) -> int:
+def _upscale_sharded(inputs: tuple[list[Found], list[ImageResult]], models: tuple[str | None, Path | None, list[str]],
+                     scale: int | None, mirror: str | None, options: UpscaleOptions, outputs: _Outputs) -> int:
     """Resolve the models (--model/--weights and each --pre) and run this process's share of the inputs; the
     exit code."""
     from srcli.batch import join_shard, leave_shard
@@ -236,7 +253,8 @@ def _upscale_sharded(inputs: list[str], models: tuple[str | None, Path | None, l
         return _upscale(shard, inputs, (resolved, stages), scale, options, outputs)
     except KeyboardInterrupt:
         # Handled here so the exit status is 130 whatever the framework does with KeyboardInterrupt.
-        console.print("[yellow]interrupted[/]: finished images are kept; no partial file was left behind")
+        console.print("[yellow]interrupted[/]: finished images are kept; no partial file was left behind. "
+                      "Run the same command with --skip-existing to do the rest", soft_wrap=True)
         return 130
     finally:
         leave_shard(shard)
@@ -251,18 +269,21 @@ def _shard_device(device: str, shard: Shard) -> str:
     return str(choose_device("auto", local_rank=shard.local_rank))
 
 
-def _upscale(shard: Shard, inputs: list[str], models: tuple[weights.ResolvedModel, list[Stage]], scale: int,
-             options: UpscaleOptions, outputs: _Outputs) -> int:
-    """Parse the inputs, run the batch, render the summary: the exit code."""
-    from srcli.batch import Summary, collect_inputs, gather_results, plan_jobs, scale_label
+def _upscale(shard: Shard, inputs: tuple[list[Found], list[ImageResult]],
+             models: tuple[weights.ResolvedModel, list[Stage]], scale: int, options: UpscaleOptions,
+             outputs: _Outputs) -> int:
+    """Plan the outputs, run the batch, render the summary: the exit code."""
+    from srcli.batch import Summary, gather_results, model_tag, output_suffix, plan_jobs, scale_label
     from srcli.engine import Upscaler
     from srcli.pipeline import ImagePipeline
 
     resolved, stages = models
     started = time.perf_counter()
-    found, problems = collect_inputs(inputs, outputs.recursive)
+    found, problems = inputs
     label = scale_label(options.outscale or scale)
-    jobs = plan_jobs(found, outputs.output, label, outputs.output_format, outputs.existing, outputs.suffix)
+    model_name, default = model_tag(resolved, scale)
+    suffix = output_suffix(outputs.suffix, label, model_name, default, options.ensemble)
+    jobs = plan_jobs(found, outputs.output, label, outputs.output_format, outputs.existing, suffix)
     shard.wait_for_all()
     upscaler = Upscaler(resolved.model, scale, options, spec=resolved.spec)
     pipeline = ImagePipeline(upscaler, stages, resolved.name)
@@ -303,12 +324,19 @@ def _run_with_progress(mine: list[Job], pipeline: ImagePipeline, outputs: _Outpu
     """Run this process's jobs with a bar per image and per tile; a line per image where there is no bar."""
     from srcli.batch import BatchCallbacks, run_jobs
 
+    upscaler = pipeline.upscaler
     with _progress(len(mine)) as progress:
         images = progress.add_task("images", total=len(mine))
         tiles = progress.add_task("", total=None, visible=False)
 
         def started_image(job: Job) -> None:
             progress.reset(tiles, total=None, description=job.source.name, visible=True)
+            if outputs.verbose:  # the plan as far as it is known before the work; the tiles follow with the result
+                tile = "auto" if upscaler.options.tile is None else upscaler.options.tile
+                progress.console.print(f"{escape(str(job.source))}: x{upscaler.scale} on {_engine(upscaler)}, "
+                                       f"tile {tile}...", soft_wrap=True)
+            elif not console.is_terminal:
+                _start_line(job, upscaler.scale)
 
         def tile_done(done: int, total: int) -> None:
             progress.update(tiles, completed=done, total=total)
@@ -336,7 +364,8 @@ def _render(summary: Summary, model: str, scale: int, label: str, pipeline: Imag
     if outputs.as_json:
         stdout.print_json(json.dumps(_json(summary, model, scale, label, pipeline, shard)))
     if lone:
-        _report_single(summary.results[0], pipeline.chain.label, outputs.verbose, _resize_note(scale, label))
+        made_by = pipeline.chain.label + (", --ensemble x8" if pipeline.upscaler.options.ensemble else "")
+        _report_single(summary.results[0], made_by, outputs.verbose, _resize_note(scale, label))
         return
     console.print(_summary_table(summary))
     destination = _destination(summary)
@@ -357,6 +386,23 @@ def _progress(total: int) -> Progress:
         transient=True,
         disable=not console.is_terminal,
     )
+
+
+START_LINE_PIXELS = 1_000_000  # inputs from here on take seconds or more: logs say when one begins
+
+
+def _start_line(job: Job, scale: int) -> None:
+    """Logs and pipes have no bar: a large image gets a line when it starts, so a long silence is explained."""
+    from srcli.imageio import header_size
+
+    try:
+        with open(job.source, "rb") as handle:
+            size = header_size(handle.read(1 << 16))
+    except OSError:
+        return
+    if size is None or size[0] * size[1] < START_LINE_PIXELS:
+        return
+    console.print(f"upscaling {job.source} ({size[0]}x{size[1]}, x{scale} model)...", soft_wrap=True, markup=False)
 
 
 def _report_line(result: ImageResult) -> None:
@@ -426,7 +472,8 @@ def _report_single(result: ImageResult, model: str, verbose: bool, resize: str =
     if result.status == "written" and result.input_size and result.output_size:
         (w, h), (ow, oh) = result.input_size, result.output_size
         plan = result.plan
-        where = f" on {_engine_label(plan)}" if plan else ""
+        # bicubic is a resize, whatever device and backend carried it: naming them would suggest a network ran
+        where = f" on {_engine_label(plan)}" if plan and not model.startswith("bicubic") else ""
         resize = f", {resize}" if resize else ""
         console.print(
             f"wrote {escape(result.target)} ({w}x{h} -> {ow}x{oh}, {escape(model)}{where}{resize}, "
@@ -465,7 +512,7 @@ def _json(summary: Summary, model: str, scale: int, label: str, pipeline: ImageP
         "model": model,
         "stages": [stage.to_dict() for stage in pipeline.chain.stages],
         "scale": scale,
-        "output_scale": label,
+        "output_scale": float(label) if "." in label else int(label),
         "device": str(upscaler.device),
         "precision": precision_name(upscaler.dtype),
         "backend": upscaler.backend,

@@ -25,6 +25,7 @@ from srcli.engine.devices import choose_device
 from srcli.errors import TrainingError
 from srcli.models import architecture, parameter_count
 from srcli.training import checkpoint as ckpt
+from srcli.training.curves import Curves
 from srcli.training.data import (
     PatchSampler,
     TrainingData,
@@ -121,7 +122,7 @@ class _Meter:
 
     def __init__(self, step: int, device: torch.device):
         self.loss_sum = torch.zeros((), device=device)
-        self.window_steps, self.window_start = 0, time.perf_counter()
+        self.window_steps, self.window_start, self.window_time = 0, time.perf_counter(), 0.0
         # The live panel's feed, between --log-every lines: the first step, then about once a second.
         self.pace_step, self.pace_start, self.next_pace = step, time.perf_counter(), 0.0
 
@@ -137,19 +138,32 @@ class _Meter:
     def logged(self, step: int, steps: int, lr: float) -> Logged:
         """The window's mean loss and speed; starts the next window."""
         mean_loss = self.loss_sum.item() / self.window_steps
-        speed = self.window_steps / max(time.perf_counter() - self.window_start, 1e-9)
+        speed = self.window_steps / max(self.window_time + time.perf_counter() - self.window_start, 1e-9)
         if not math.isfinite(mean_loss):
             raise TrainingError(f"the loss became {mean_loss} by step {step}; lower --lr")
         event = Logged(step=step, loss=mean_loss, lr=lr, steps_per_s=speed, time=time.time(), steps=steps,
                        eta_s=(steps - step) / speed)
         self.loss_sum.zero_()
-        self.window_steps, self.window_start = 0, time.perf_counter()
+        self.window_steps, self.window_start, self.window_time = 0, time.perf_counter(), 0.0
         return event
+
+    def pause(self) -> None:
+        """Validation begins: the window's training time so far is kept, what follows is not counted."""
+        self.window_time += time.perf_counter() - self.window_start
 
     def restart(self, step: int) -> None:
         """Validation time is not training speed."""
         self.window_start = time.perf_counter()
         self.pace_step, self.pace_start = step, self.window_start
+
+
+def _best(best: dict[str, Any], val_set: str | None) -> dict[str, Any]:
+    """model.json's best, saying why PSNR is null when it is: a reader should not guess."""
+    if best.get("psnr") is not None:
+        return best
+    why = ("no --val-set: nothing was validated, so there is no best.pt (model.pt is the last step)"
+           if not val_set else "no validation ran before the run ended")
+    return {**best, "note": why}
 
 
 class Trainer:
@@ -165,6 +179,7 @@ class Trainer:
         self.ranks = distributed.environment()
         self.run_dir = Path(config.out)
         self._stop_requested = False
+        self.curves: Curves | None = None  # rank 0, once the run folder exists
 
     def request_stop(self) -> None:
         self._stop_requested = True
@@ -239,6 +254,7 @@ class Trainer:
         config = self.config
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.curves = Curves(self.run_dir, lambda message: self._emit(Note(message)))
         data = self._load_data()
         resolve_epochs(config, data)
         state = self._restore(device, dtype)
@@ -290,6 +306,7 @@ class Trainer:
                 meter.add(learner.step(*batches.get(state.step)))
                 self._report(state, meter)
                 if validator is not None and (state.step % config.val_every == 0 or state.step == config.steps):
+                    meter.pause()
                     self._validate(state, validator)
                     meter.restart(state.step)
                 if state.step % config.checkpoint_every == 0:
@@ -311,6 +328,8 @@ class Trainer:
             logged = meter.logged(state.step, steps, state.scheduler.get_last_lr()[0])
             self._log(logged.record())
             self._emit(logged)
+            if self.curves is not None:
+                self.curves.logged(logged.step, logged.loss, logged.lr)
 
     def _validate(self, state: TrainState, validator: Validator) -> None:
         """Score the model on the validation set; a new best PSNR writes best.pt."""
@@ -325,6 +344,8 @@ class Trainer:
         state.last_val = event.record()
         self._log({"val": state.last_val, "step": state.step})
         self._emit(event)
+        if self.curves is not None:
+            self.curves.validated(event.step, event.psnr, event.ssim)
         if state.best["psnr"] is None or event.psnr > state.best["psnr"]:
             state.best = {"psnr": event.psnr, "step": state.step}
             self._checkpoint(state, "best.pt")
@@ -341,11 +362,14 @@ class Trainer:
             metadata = {
                 "recipe": config.recipe, "arch": state.model.arch, "config": state.model.config,
                 "scales": config.scales, "steps": state.step, "data": config.data, "val_set": config.val_set,
-                "val": state.last_val, "best": state.best, "fp16": config.export_fp16, "srcli": __version__,
+                "val": state.last_val, "best": _best(state.best, config.val_set), "fp16": config.export_fp16,
+                "srcli": __version__,
                 "complete": state.step >= config.steps,
             }
             state_dict = ckpt.plain_state_dict(state.model, config.export_fp16)
             weights = ckpt.export_weights(state_dict, self.run_dir, metadata)
+        if self.curves is not None:
+            self.curves.close()
         self.ranks.barrier()
         self._emit(Finished(state.step, interrupted, str(weights)))
         return TrainResult(self.run_dir, state.step, interrupted, weights, state.last_val, state.best["psnr"])

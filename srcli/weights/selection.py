@@ -229,6 +229,7 @@ def _downloadable(entry: Weights) -> download.Downloadable:
         describe=f"{entry.preset} x{'/x'.join(map(str, entry.scales))} ({entry.source})",
         present=lambda: entry.status() in ("cached", "embedded"),
         fetch=lambda mirror, progress: ensure_local(entry, mirror=mirror, progress=progress, verify=True),
+        shipped=entry.source == "embedded",
     )
 
 
