@@ -4,8 +4,8 @@ What runs is what the torch backend runs: a folded network as one model, or any 
 OpenVINO's PyTorch frontend converts it once with a dynamic batch, height and width; the IR (xml + bin, float32
 weights) is cached in srcli's cache folder, keyed by a hash of the weights, the scale and the OpenVINO version:
 converting takes seconds, reading a cached IR a fraction of one. It is then compiled for the static window
-shapes it meets, with NHWC arrays at both ends. Inference is pinned to f32, so outputs stay within one level of
-torch; the tile overlap and memory estimate are the torch runner's.
+shapes it meets, with NHWC arrays at both ends. Inference runs in f32 (outputs within one level of torch) unless
+the engine runs bf16 (`compile_config`); the tile overlap and memory estimate are the torch runner's.
 """
 
 from __future__ import annotations
