@@ -67,6 +67,17 @@ def test_explicit_bf16_on_the_cpu_runs_and_warns_only_where_it_measured_slower()
         resolve_placement("cpu", "fp16", "torch", asked_on_command_line=True)
 
 
+def test_openvino_runs_bf16_only_where_its_cpu_plugin_has_it():
+    pytest.importorskip("openvino", reason="the OpenVINO backend is an extra: pip install 'srcli[openvino]'")
+    from srcli.errors import BackendError
+
+    absent = speed.Speed(1.0, None)
+    assert resolve_placement("cpu", "auto", "openvino", measured=absent).dtype == torch.float32
+    with pytest.raises(BackendError, match="not available to this backend"):
+        resolve_placement("cpu", "bf16", "openvino", measured=absent)
+    assert resolve_placement("cpu", "auto", "openvino", measured=FASTER)[1:3] == (torch.bfloat16, "openvino")
+
+
 def test_the_suite_runs_with_auto_pinned_to_fp32():
     """conftest gives the probe's answer for the whole run: other tests compare auto against fp32 exactly."""
     assert resolve_placement("cpu", "auto", "torch").dtype == torch.float32
@@ -111,6 +122,22 @@ def test_set5_in_bf16_is_within_a_hundredth_of_a_db_of_fp32(name, scale):
     for precision in ("fp32", "bf16"):
         options = UpscaleOptions.for_scoring(device="cpu", precision=precision)
         psnr[precision] = evaluate(dataset, scale, resolved.model, resolved.spec, options=options).psnr
+    assert abs(psnr["bf16"] - psnr["fp32"]) <= 0.01, psnr
+
+
+@pytest.mark.slow
+def test_set5_in_openvino_bf16_is_within_a_hundredth_of_a_db_of_fp32():
+    """OpenVINO's bf16 hint keeps no output side in fp32 (the plugin decides per op): measured, not assumed."""
+    pytest.importorskip("openvino", reason="the OpenVINO backend is an extra: pip install 'srcli[openvino]'")
+    from srcli.datasets import dataset_spec, open_dataset
+    from srcli.evaluate import evaluate
+
+    dataset = open_dataset(dataset_spec("set5"), shared_path("datasets", "benchmark"))
+    resolved = _shipped("srcli-edsr-baseline-x4", 4)
+    psnr = {}
+    for precision in ("fp32", "bf16"):
+        options = UpscaleOptions.for_scoring(device="cpu", precision=precision, backend="openvino")
+        psnr[precision] = evaluate(dataset, 4, resolved.model, resolved.spec, options=options).psnr
     assert abs(psnr["bf16"] - psnr["fp32"]) <= 0.01, psnr
 
 

@@ -11,6 +11,7 @@ lives in srcli's cache folder (`precision.json`); where that cannot be written, 
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import time
@@ -65,6 +66,7 @@ class Speed:
         return f"bf16 measured {1 / self.ratio:.1f}x slower than fp32 on this CPU"
 
 
+@functools.cache
 def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo on Linux, else what the platform says)."""
     for line in _cpuinfo():
@@ -73,6 +75,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+@functools.cache
 def cpu_flags() -> tuple[str, ...]:
     """Which of FLAGS this CPU reports (empty where the platform does not list flags)."""
     for line in _cpuinfo():
