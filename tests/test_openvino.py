@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from precision_helpers import pin_fp32
 from upscale_helpers import REPO, assert_one_error_line, run_cli, srcli_command, write_image
 
 from srcli.engine import UpscaleOptions, Upscaler, choose_backend
@@ -35,6 +36,7 @@ def openvino():
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "cache"
     monkeypatch.setenv("SRCLI_CACHE", str(folder))
+    pin_fp32()  # auto stays fp32, as in the rest of the suite
     return folder
 
 
@@ -78,7 +80,8 @@ def test_openvino_compiles_one_shape_for_all_tiles(openvino, cache) -> None:
     upscaler = Upscaler(model, 4, UpscaleOptions(device="cpu", backend="openvino", tile=30))
     tiled, plan = upscaler.upscale(image)
     assert plan.tiles == 6 and np.array_equal(tiled, whole)
-    assert list(upscaler.runner._compiled) == [(1, window_size(75, 30, plan.pad), window_size(40, 30, plan.pad), 3)]
+    shape = (1, window_size(75, 30, plan.pad), window_size(40, 30, plan.pad), 3)
+    assert list(upscaler.runner._compiled) == [(*shape, torch.float32)]
 
 
 def test_a_folded_network_is_one_model_with_the_windows_torch_plans(openvino, cache) -> None:
@@ -149,7 +152,7 @@ def test_backend_choice() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert choose_backend("torch", cpu, torch.float32) == "torch"
     assert choose_backend("auto", cuda, torch.float16) == "torch"  # always torch on CUDA
-    assert choose_backend("auto", cpu, torch.bfloat16) == "torch"  # OpenVINO runs fp32 here
+    assert choose_backend("auto", cpu, torch.float16) == "torch"  # OpenVINO runs fp32 and bf16 here
     with pytest.raises(BackendError, match="runs on the CPU"):
         choose_backend("openvino", cuda, torch.float32)
     with pytest.raises(BackendError, match="unknown backend 'onnx'"):

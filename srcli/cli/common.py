@@ -187,14 +187,21 @@ def refuse_flag_values(inputs: list[str]) -> None:
 
 # One flag that several commands take with the same meaning and help.
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+Precision = Annotated[str, typer.Option(
+    "--precision", help="auto (fp16 on CUDA; bf16 on a CPU where it measured faster, else fp32), fp32, bf16, "
+    "fp16 (GPU only).",
+)]
 
 
 def check_placement(options: UpscaleOptions) -> None:
     """Refuse an absent device, a precision that cannot help or a backend that cannot run, before any input is
-    looked at (the engine resolves the same options again once it knows the network)."""
+    looked at (the engine resolves the same options again once it knows the network); say in one line where an
+    asked-for precision measured slower here."""
     from srcli.engine.devices import resolve_placement
 
-    resolve_placement(options.device, options.precision, options.backend, asked_on_command_line=True)
+    placement = resolve_placement(options.device, options.precision, options.backend, asked_on_command_line=True)
+    if placement.warning:
+        console.print(f"[yellow]warning:[/] {escape(placement.warning)}", soft_wrap=True, highlight=False)
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from srcli.cli.common import Border, Device, check_placement, console, fail, parse_scales, stdout
+from srcli.cli.common import Border, Device, Precision, check_placement, console, fail, parse_scales, stdout
 from srcli.errors import DownloadError
 from srcli.options import UpscaleOptions
 
@@ -140,6 +140,7 @@ def eval_command(
     protocol: _Protocol = ProtocolChoice.paper,
     border: _BorderOption = Border(_DEFAULTS.border),
     device: Device = _DEFAULTS.device,
+    precision: Precision = _DEFAULTS.precision,
     backend: _Backend = _DEFAULTS.backend,
     mirror: _Mirror = None,
     as_json: _Json = False,
@@ -163,12 +164,15 @@ def eval_command(
       srcli eval urban100 --model edsr-x4 --scale 4 --ensemble --json > edsr.json
 
       srcli eval div2k-valid10 --model edsr-baseline -s 2 --protocol div2k-rgb
+
+      srcli eval set5 --precision bf16       (what bf16 costs: compare with --precision fp32)
     """
     from srcli.datasets import dataset_spec
     from srcli.evaluate import BICUBIC
     from srcli.pipeline import load_restorers
 
-    options = UpscaleOptions.for_scoring(device=device, ensemble=ensemble, border=border.value, backend=backend)
+    options = UpscaleOptions.for_scoring(device=device, precision=precision, ensemble=ensemble, border=border.value,
+                                         backend=backend)
     check_placement(options)
     if model is not None and weights is not None:
         raise fail("give --model NAME (or 'bicubic') or --weights PATH, not both")
@@ -263,6 +267,8 @@ def _render(results: list[SetResult], options: UpscaleOptions, protocol: Protoco
         for result in results:
             console.print(_per_image_table(result))
     console.print(_results_table(results))
+    for reason in dict.fromkeys(r.precision_reason for r in results if r.method != BICUBIC):
+        console.print(f"[dim]precision {escape(reason)}[/]", soft_wrap=True)
     if options.border != "zero" and any(r.method != BICUBIC for r in results):
         console.print(f"[dim]border {options.border}: networks saw the image extended past its edges, "
                       "not the papers' zero padding[/]", soft_wrap=True)

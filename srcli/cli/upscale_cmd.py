@@ -22,7 +22,16 @@ from rich.progress import (
 from rich.table import Table
 
 from srcli.cli import common
-from srcli.cli.common import Border, Device, check_placement, console, download_progress, print_error, stdout
+from srcli.cli.common import (
+    Border,
+    Device,
+    Precision,
+    check_placement,
+    console,
+    download_progress,
+    print_error,
+    stdout,
+)
 from srcli.cli.hints import jpeg_note
 from srcli.errors import SrcliError
 from srcli.limits import DEFAULT_MAX_PIXELS
@@ -105,7 +114,6 @@ _BorderOption = Annotated[Border, typer.Option(
     help="Extend the image past its edges before the network: reflect (clean borders), replicate, "
     "or zero (the papers' padding: darkened edges).",
 )]
-_Precision = Annotated[str, typer.Option("--precision", help="auto, fp32, fp16 or bf16 (fp16/bf16: GPU only).")]
 _Backend = Annotated[str, typer.Option(
     "--backend", metavar="auto|torch|openvino",
     help="auto (OpenVINO on the CPU when srcli\\[openvino] is installed), torch, openvino."
@@ -169,7 +177,7 @@ def upscale_command(
     batch: _Batch = _DEFAULTS.batch,
     border: _BorderOption = Border(_DEFAULTS.border),
     device: Device = _DEFAULTS.device,
-    precision: _Precision = _DEFAULTS.precision,
+    precision: Precision = _DEFAULTS.precision,
     backend: _Backend = _DEFAULTS.backend,
     outscale: _Outscale = _DEFAULTS.outscale,
     output_format: _Format = None,
@@ -455,6 +463,8 @@ def _stage_text(plan: Plan) -> str:
     if plan.tiles > 1:
         tile += f", overlap {round(plan.overlap, 3):.2f}x"
     text = f"{_engine_label(plan)}, {tile}, batch {plan.forward_batch}"
+    if plan.precision_reason:
+        text += f", {plan.precision_reason}"
     note = _plan_note(plan)
     return f"{text}; [yellow]{note}[/]" if note else text
 
@@ -515,6 +525,7 @@ def _json(summary: Summary, model: str, scale: int, label: str, pipeline: ImageP
         "output_scale": float(label) if "." in label else int(label),
         "device": str(upscaler.device),
         "precision": precision_name(upscaler.dtype),
+        "precision_reason": upscaler.placement.reason,
         "backend": upscaler.backend,
         "ensemble": upscaler.options.ensemble,
         "processes": shard.world,

@@ -1,6 +1,7 @@
 """The inference engine: a network and its spec in, images out, tiled exactly within a memory budget.
 
 - devices: which device and precision, and the memory free there (also used by training and the CLI);
+- speed: whether bf16 pays on this CPU, measured by a short probe and cached (devices' one source for it);
 - tiling: where windows fall, and the self-ensemble's transforms;
 - folded: the fast path for architectures that declare a fold; module: any other nn.Module as it is;
 - openvino: the optional OpenVINO CPU backend (`srcli[openvino]`), its converted models cached;

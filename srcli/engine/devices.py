@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from srcli.engine import speed
 from srcli.errors import BackendError, DeviceError
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def choose_device(name: str = "auto", local_rank: int | None = None) -> torch.de
 
 def choose_dtype(precision: str, device: torch.device) -> torch.dtype:
     """auto: fp16 on CUDA (tensor cores; 3 more mantissa bits than bf16, and any overflow falls back to
-    fp32 per batch), fp32 elsewhere (half precision on CPU is slower and is what breaks other tools)."""
+    fp32 per batch), fp32 elsewhere; `resolve_placement` then measures whether bf16 pays on this CPU."""
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if precision not in _DTYPES:
@@ -70,25 +71,27 @@ def choose_backend(name: str, device: torch.device, dtype: torch.dtype, converti
         raise BackendError(f"unknown backend {name!r}: use auto, torch or openvino")
     if name == "torch":
         return name
-    runs_here = device.type == "cpu" and dtype == torch.float32
+    runs_here = device.type == "cpu" and dtype in (torch.float32, torch.bfloat16)
     if name == "auto":
         return "openvino" if runs_here and convertible and openvino_available() else "torch"
     if device.type != "cpu":
         raise BackendError(
             f"--backend openvino runs on the CPU, not {device.type}: use --device cpu or --backend torch"
         )
-    if dtype != torch.float32:
-        raise BackendError(f"--backend openvino runs fp32, not {precision_name(dtype)}: use --precision auto")
+    if dtype not in (torch.float32, torch.bfloat16):
+        raise BackendError(f"--backend openvino runs fp32 or bf16, not {precision_name(dtype)}: use --precision auto")
     load_openvino()
     return name
 
 
 class Placement(NamedTuple):
-    """Where and how a network runs, resolved once from what the user asked."""
+    """Where and how a network runs, resolved once from what the user asked, and why that precision."""
 
     device: torch.device
     dtype: torch.dtype
     backend: str  # torch | openvino
+    reason: str = ""  # "bf16: measured 2.3x faster on this CPU"
+    warning: str | None = None  # one line a user should read (an explicit bf16 that measured slower)
 
 
 def resolve_placement(
@@ -98,22 +101,45 @@ def resolve_placement(
     *,
     architecture: Architecture | None = None,
     asked_on_command_line: bool = False,
+    measured: speed.Speed | None = None,
 ) -> Placement:
     """Device, precision and backend in one call, each chosen once.
 
     `architecture` (None: any network) steps an automatic half precision down where it does not support it,
     refuses an explicit one, and lets auto convert for OpenVINO only networks that declare a fold (a zoo module
-    may hold ops a converter does not know). `asked_on_command_line` also refuses half precision on a CPU.
+    may hold ops a converter does not know). `asked_on_command_line` also refuses fp16 on a CPU. On the CPU,
+    auto runs bf16 only where `srcli.engine.speed` measured it faster for the backend that will run (and only for
+    folded networks, whose output side the runners keep in fp32); `measured` gives that measurement instead.
     """
     chosen = choose_device(device)
     dtype = choose_dtype(precision, chosen)
     if asked_on_command_line:
         refuse_cpu_half(chosen, precision)
-    convertible = True
+    convertible = architecture is None or architecture.fold is not None
     if architecture is not None:
         dtype = _supported_dtype(dtype, precision, chosen, architecture)
-        convertible = architecture.fold is not None
-    return Placement(chosen, dtype, choose_backend(backend, chosen, dtype, convertible=convertible))
+    chosen_backend = choose_backend(backend, chosen, dtype, convertible=convertible)
+    asked = "asked for" if precision != "auto" else f"auto on {chosen.type}"
+    if chosen.type != "cpu" or not (precision == "bf16" or (precision == "auto" and _bf16_allowed(architecture))):
+        return Placement(chosen, dtype, chosen_backend, f"{precision_name(dtype)}: {asked}")
+    measured = measured or speed.bf16_speed(chosen_backend)
+    if precision == "bf16" and measured.bf16_ms is None:
+        raise BackendError(f"{measured.describe()} (OpenVINO lists no BF16 capability): use --backend torch")
+    if precision == "bf16":
+        warning = None if measured.faster else (
+            f"--precision bf16 runs slower than fp32 here ({measured.describe()}); --precision auto runs fp32")
+        return Placement(chosen, dtype, chosen_backend, f"bf16: asked for; {measured.describe()}", warning)
+    if not measured.pays:
+        return Placement(chosen, dtype, chosen_backend, f"fp32: {measured.describe()}")
+    dtype = torch.bfloat16
+    reason = f"bf16: {measured.describe().removeprefix('bf16 ')}"
+    return Placement(chosen, dtype, choose_backend(backend, chosen, dtype, convertible=convertible), reason)
+
+
+def _bf16_allowed(architecture: Architecture | None) -> bool:
+    """Auto tries bf16 on the CPU only for folded networks (their runners keep the output side in fp32) that
+    declare bf16 safe; any other module would run end to end in bf16."""
+    return architecture is None or (architecture.fold is not None and architecture.bf16_precision)
 
 
 def _supported_dtype(dtype: torch.dtype, precision: str, device: torch.device, record: Architecture) -> torch.dtype:
@@ -127,11 +153,12 @@ def _supported_dtype(dtype: torch.dtype, precision: str, device: torch.device, r
 
 
 def refuse_cpu_half(device: torch.device, precision: str) -> None:
-    """What a user asks for on the command line: half precision on a CPU only costs time."""
-    if device.type == "cpu" and precision in ("fp16", "bf16"):
+    """What a user asks for on the command line: fp16 on a CPU only costs time (no CPU srcli meets computes it
+    natively); bf16 is allowed, with a warning where it measured slower."""
+    if device.type == "cpu" and precision == "fp16":
         raise DeviceError(
-            f"--precision {precision} needs a GPU: on the CPU half precision is many times slower than fp32; "
-            "use --precision auto (fp32 on the CPU)"
+            "--precision fp16 needs a GPU: on the CPU fp16 is many times slower than fp32; "
+            "use --precision auto (bf16 where this CPU runs it faster, else fp32) or bf16"
         )
 
 

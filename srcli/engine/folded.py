@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
-from srcli.models.folding import Conv, FoldedNetwork, Ops, run_steps, walk
+from srcli.models.folding import Conv, FoldedNetwork, Ops, Step, run_steps, walk
 
 SAFETY = 1.3  # allocator slack and oneDNN workspace over the counted activations
 
@@ -73,25 +75,44 @@ def _pixel_shuffle(x: torch.Tensor, factor: int) -> torch.Tensor:
 _FAST = Ops(_conv, _pixel_shuffle, lambda x: x.contiguous(memory_format=torch.channels_last))
 
 
+def output_side(net: FoldedNetwork) -> tuple[list[Step], list[Step]]:
+    """(steps run at the engine's precision, steps always run in fp32): the tail, or where a network has none its
+    last conv. The output side computes pixel values: in bf16 (8 significant bits) a value near 200 would be
+    rounded to a whole level before the final clamp and rounding, and a composed tail is a small share of the work."""
+    if net.tail:
+        return net.trunk, net.tail
+    last = net.trunk[-1] if net.trunk else None
+    if isinstance(last, Conv) and not last.residual:
+        return net.trunk[:-1], net.trunk[-1:]
+    return net.trunk, []
+
+
 def _moved(net: FoldedNetwork, device: torch.device, dtype: torch.dtype) -> FoldedNetwork:
+    """The network on `device` in `dtype`; in bf16 its output side in float32 (the moved copy's `tail`). fp16 keeps
+    3 more significant bits (a level's eighth near 255), and runs whole on the GPUs it is for."""
     tried: dict[tuple, bool] = {}
 
-    def move(step: Conv) -> Conv:
-        weight = step.weight.to(device, dtype).contiguous(memory_format=torch.channels_last)
-        bias = None if step.bias is None else step.bias.to(device, dtype)
-        moved = Conv(weight, bias, step.relu, step.residual)
-        moved.fused = _fusion_works(moved, tried)
-        return moved
+    def mover(to: torch.dtype) -> Callable[[Conv], Conv]:
+        def move(step: Conv) -> Conv:
+            weight = step.weight.to(device, to).contiguous(memory_format=torch.channels_last)
+            bias = None if step.bias is None else step.bias.to(device, to)
+            moved = Conv(weight, bias, step.relu, step.residual)
+            moved.fused = _fusion_works(moved, tried)
+            return moved
 
+        return move
+
+    low, high = output_side(net) if dtype == torch.bfloat16 else (net.trunk + net.tail, [])
     return FoldedNetwork(
-        [s.prepared(move) for s in net.trunk], [s.prepared(move) for s in net.tail],
+        [s.prepared(mover(dtype)) for s in low], [s.prepared(mover(torch.float32)) for s in high],
         net.input_scale.to(device), net.input_shift.to(device),
         None if net.input_matrix is None else net.input_matrix.to(device), net.adds_input,
     )
 
 
 class FoldedRunner:
-    """A folded network on one device, at any precision (converted once per precision, on first use)."""
+    """A folded network on one device, at any precision (converted once per precision, on first use); in bf16 the
+    trunk runs in it and the output side in float32 (`output_side`)."""
 
     def __init__(self, net: FoldedNetwork, channels: int, device: torch.device):
         self.device = device
@@ -103,6 +124,9 @@ class FoldedRunner:
         # live elements per input pixel: the input, the larger part's peak and, beside a tail, one feature map of
         # margin (a composed tail's peak is below the trunk's; a tail that is not composed may be above it)
         self._elements = channels + max(trunk_peak, tail_peak) + (features if net.tail else 0)
+        # in bf16 the float32 tail: its peak plus the half-precision features it was given (a network
+        # without a tail, whose last conv runs in float32, is counted whole in float32)
+        self._float_elements = tail_peak + features if net.tail else self._elements
 
     def _network(self, dtype: torch.dtype) -> FoldedNetwork:
         if dtype not in self._nets:
@@ -110,8 +134,11 @@ class FoldedRunner:
         return self._nets[dtype]
 
     def bytes_per_pixel(self, dtype: torch.dtype) -> float:
-        """Peak activation bytes per network-input pixel of a window."""
-        return torch.finfo(dtype).bits // 8 * self._elements
+        """Peak activation bytes per network-input pixel of a window (the output side counted in float32)."""
+        size = torch.finfo(dtype).bits // 8
+        if dtype != torch.bfloat16:
+            return size * self._elements
+        return max(size * self._elements, 4 * self._float_elements)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """Model-space input (0..pixel_max) -> the folded network's input: the exact mean subtraction (from the
@@ -132,7 +159,7 @@ class FoldedRunner:
         `budget` is unused: a window the planner sized runs whole."""
         x = x.contiguous(memory_format=torch.channels_last)
         net = self._network(dtype)
-        out = run_steps(net.trunk + net.tail, x.to(dtype), _FAST).float()
+        out = run_steps(net.tail, run_steps(net.trunk, x.to(dtype), _FAST).float(), _FAST)
         if net.adds_input:
             out += x.float()
         return out

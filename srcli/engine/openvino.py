@@ -4,8 +4,8 @@ What runs is what the torch backend runs: a folded network as one model, or any 
 OpenVINO's PyTorch frontend converts it once with a dynamic batch, height and width; the IR (xml + bin, float32
 weights) is cached in srcli's cache folder, keyed by a hash of the weights, the scale and the OpenVINO version:
 converting takes seconds, reading a cached IR a fraction of one. It is then compiled for the static window
-shapes it meets, with NHWC arrays at both ends. Inference is pinned to f32, so outputs stay within one level of
-torch; the tile overlap and memory estimate are the torch runner's.
+shapes it meets, with NHWC arrays at both ends. Inference runs in f32 (outputs within one level of torch) unless
+the engine runs bf16 (`compile_config`); the tile overlap and memory estimate are the torch runner's.
 """
 
 from __future__ import annotations
@@ -35,9 +35,17 @@ INSTALL_HINT = 'the OpenVINO backend is not installed: pip install "srcli[openvi
 CACHE_FORMAT = 6  # bump when what is stored under a key changes
 CACHE_KIND = "openvino"  # entries under srcli's cache folder (srcli.engine.cache)
 # One stream over all cores (LATENCY): the engine runs one window at a time. f32 inference keeps outputs within
-# one level of torch; bf16, which OpenVINO would pick on CPUs that have it and which ran 2.6x faster on a 2-core
-# EPYC, changed 18% of the pixels and some by 2 levels with the trained EDSR-baseline x4 on Set14.
+# one level of torch. bf16 (2.6x faster on a 2-core EPYC) runs only when the engine asks for it (the precision
+# probe in srcli.engine.speed measured it faster, or the user asked).
 COMPILE_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": "1"}
+
+
+def compile_config(dtype: torch.dtype) -> dict[str, str]:
+    """The CPU plugin's settings for an engine precision: bf16 where asked, f32 otherwise (never the plugin's
+    own pick, which would be bf16 wherever the CPU has it)."""
+    return {**COMPILE_CONFIG, "INFERENCE_PRECISION_HINT": "bf16" if dtype == torch.bfloat16 else "f32"}
+
+
 # Compiled for each input shape it meets (one window shape; two with the self-ensemble on oblong windows) rather
 # than once for any shape: OpenVINO's CPU plugin then plans its kernels and buffers ahead, and a static compile
 # is quick. Only the shape in use holds its buffers (the others release theirs), so a window costs one shape's
@@ -231,7 +239,7 @@ class OpenVINORunner:
         self._core = ov.Core()
         [converted] = cached_models(ov, key, parts)
         self._model = _channels_last(ov, converted)
-        self._compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        self._compiled: OrderedDict[tuple, Any] = OrderedDict()  # (*shape, dtype) -> (compiled, request)
 
     def bytes_per_pixel(self, dtype: torch.dtype) -> float:
         return self._memory_factor * self.geometry.bytes_per_pixel(torch.float32)  # f32 whatever the engine's dtype
@@ -239,32 +247,32 @@ class OpenVINORunner:
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return self.geometry.normalise(x)
 
-    def _request(self, shape: tuple[int, ...]) -> Any:
-        """An infer request compiled for this one input shape (the last SHAPES_KEPT are kept; only the one in use
-        holds its buffers, so a window costs the memory of one shape)."""
-        compiled = self._compiled
-        if shape not in compiled:
+    def _request(self, shape: tuple[int, ...], dtype: torch.dtype) -> Any:
+        """An infer request compiled for this one input shape and precision (the last SHAPES_KEPT are kept; only
+        the one in use holds its buffers, so a window costs the memory of one shape)."""
+        compiled, key = self._compiled, (*shape, dtype)
+        if key not in compiled:
             while len(compiled) >= SHAPES_KEPT:
                 compiled.popitem(last=False)
             model = self._model.clone()
             model.reshape(list(shape))
-            network = self._core.compile_model(model, "CPU", COMPILE_CONFIG)
-            compiled[shape] = (network, network.create_infer_request())
-        elif next(reversed(compiled)) != shape:
-            compiled.move_to_end(shape)
+            network = self._core.compile_model(model, "CPU", compile_config(dtype))
+            compiled[key] = (network, network.create_infer_request())
+        elif next(reversed(compiled)) != key:
+            compiled.move_to_end(key)
         else:
-            return compiled[shape][1]
+            return compiled[key][1]
         for other, (network, _) in compiled.items():
-            if other != shape:
+            if other != key:
                 network.release_memory()
-        return compiled[shape][1]
+        return compiled[key][1]
 
     def forward(self, x: torch.Tensor, dtype: torch.dtype, budget: int) -> torch.Tensor:
         """Normalised input -> float32 output (the global input added in float32 where the network has one); one
         inference, NHWC arrays both ways."""
         x = x.detach().cpu().float()
         array = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
-        out = self._request(array.shape).infer({0: array}, share_inputs=True)[0]
+        out = self._request(array.shape, dtype).infer({0: array}, share_inputs=True)[0]
         out = torch.from_numpy(np.array(out, dtype=np.float32, copy=True)).permute(0, 3, 1, 2)
         if self._adds_input:
             out += x
