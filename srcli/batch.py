@@ -6,7 +6,6 @@ Nothing here prints; the CLI renders the callbacks and the results.
 from __future__ import annotations
 
 import glob
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -17,6 +16,7 @@ import numpy as np
 from srcli import distributed
 from srcli.engine import Plan, ProgressCallback
 from srcli.errors import NonFiniteOutputError, OutputError, OutputExistsError, SrcliError
+from srcli.files import check_writable_folder
 from srcli.imageio import ALPHA_EXTENSIONS, DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, read_image, write_image
 from srcli.pipeline import ImagePipeline
 
@@ -198,18 +198,7 @@ def _check_targets(jobs: list[Job], existing: str) -> None:
         exist = f"and {len(clashes) - 1} more outputs already exist" if len(clashes) > 1 else "already exists"
         raise OutputError(f"{clashes[0].target} {exist}: pass --skip-existing or --overwrite")
     for folder in sorted({job.target.parent for job in jobs}):
-        _check_writable(folder)
-
-
-def _check_writable(folder: Path) -> None:
-    """Refuse an output folder that cannot be made or written, before any work is spent on it."""
-    ancestor = folder
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise OutputError(f"cannot write to {folder}: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write to {folder}: no permission to write in {ancestor}")
+        check_writable_folder(folder)
 
 
 # --- running ------------------------------------------------------------------------------------------------

@@ -144,6 +144,7 @@ def eval_command(
     """
     from srcli.datasets import dataset_spec
     from srcli.evaluate import BICUBIC
+    from srcli.files import check_writable_folder
 
     options = UpscaleOptions.for_scoring(device=device, ensemble=ensemble, border=border.value, backend=backend)
     check_placement(options)
@@ -151,6 +152,8 @@ def eval_command(
         raise fail("give --model NAME (or 'bicubic') or --weights PATH, not both")
     if ensemble and model is not None and model.lower() == BICUBIC:
         raise fail("--ensemble needs a network; bicubic has nothing to ensemble")
+    if save_dir is not None:
+        check_writable_folder(save_dir, "--save-dir")
     specs = [dataset_spec(name) for name in dict.fromkeys(sets)]
     networks = _resolve_models(model, weights, parse_scales(scale) if scale else None)
     results = _score(specs, networks, options, protocol.value, data_dir, save_dir, mirror)

@@ -21,7 +21,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from srcli.cli.common import Border, Device, check_placement, console, download_progress, print_error, stdout
+from srcli.cli.common import (
+    Border,
+    Device,
+    check_placement,
+    console,
+    download_progress,
+    finite,
+    print_error,
+    stdout,
+)
 from srcli.errors import SrcliError
 from srcli.limits import DEFAULT_MAX_PIXELS
 from srcli.options import UpscaleOptions
@@ -43,7 +52,7 @@ def parse_pixels(text: str) -> int:
         value = float(number) * _UNITS.get(unit, 1.0 if not unit else float("nan"))
     except ValueError:
         value = float("nan")
-    if not value >= 0:
+    if not 0 <= value < float("inf"):
         raise SrcliError(f"--max-pixels {text!r} is not a pixel count (examples: 120M, 1.5G, 5000000)")
     return int(value)
 
@@ -102,7 +111,7 @@ _Backend = Annotated[str, typer.Option(
     "--backend", help="auto (OpenVINO on the CPU when srcli\\[openvino] is installed), torch, openvino."
 )]
 _Outscale = Annotated[float | None, typer.Option(
-    "--outscale", min=1.0,
+    "--outscale", min=1.0, parser=finite(low=1.0),
     help="Final scale, e.g. 3.5: a native model when one exists, else the next scale up and a resize.",
 )]
 _Format = Annotated[str | None, typer.Option(

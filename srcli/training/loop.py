@@ -23,6 +23,7 @@ from srcli import __version__, distributed
 from srcli.datasets import Dataset
 from srcli.engine.devices import choose_device
 from srcli.errors import TrainingError
+from srcli.files import check_writable_folder
 from srcli.models import architecture, parameter_count
 from srcli.training import checkpoint as ckpt
 from srcli.training.data import (
@@ -66,6 +67,7 @@ def configure(recipe: str | None, overrides: dict[str, Any], resume: bool) -> tu
     """The run's config: the recipe plus overrides, or (resume) the stored config plus runtime overrides."""
     out = Path(overrides.get("out") or "runs/train")
     latest = out / "latest.pt"
+    check_writable_folder(out, "--out")
     if not resume:
         if latest.exists():
             raise TrainingError(f"{out} already holds a run; pass --resume to continue it or choose another --out")

@@ -6,6 +6,7 @@ in a checkpoint that loads with weights_only=True.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -115,6 +116,15 @@ def make_config(recipe: str, **overrides: Any) -> TrainConfig:
     return config
 
 
+def _check_finite(config: TrainConfig) -> None:
+    """NaN passes every comparison the checks below make, and an infinite lr or decay trains NaN weights."""
+    for item in fields(config):
+        value = getattr(config, item.name)
+        numbers = value if isinstance(value, list) else [value]
+        if any(isinstance(n, float) and not math.isfinite(n) for n in numbers):
+            raise TrainingError(f"--{item.name.replace('_', '-')} must be a finite number, not {value}")
+
+
 def check_config(config: TrainConfig) -> None:
     """Refuse combinations that make no sense, with one line that says what to do instead."""
     record = architecture(config.preset)
@@ -134,7 +144,8 @@ def check_config(config: TrainConfig) -> None:
     for name, value in positive.items():
         if value < 1:
             raise TrainingError(f"--{name} must be at least 1, not {value}")
-    if config.lr <= 0:
+    _check_finite(config)
+    if not config.lr > 0:
         raise TrainingError(f"--lr must be positive, not {config.lr}")
     if config.lr_step < 1:
         raise TrainingError(f"--lr-step must be at least 1 step, not {config.lr_step}")
