@@ -15,7 +15,7 @@ import numpy as np
 
 from srcli import distributed
 from srcli.engine import Plan, ProgressCallback
-from srcli.errors import NonFiniteOutputError, OutputError, OutputExistsError, SrcliError
+from srcli.errors import NonFiniteOutputError, OutputError, OutputExistsError, OutputTooLargeError, SrcliError
 from srcli.files import check_writable_folder
 from srcli.imageio import ALPHA_EXTENSIONS, DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, read_image, write_image
 from srcli.pipeline import ImagePipeline
@@ -254,14 +254,33 @@ def _run_one(
         result.status = "written"
     except OutputExistsError as error:  # another process wrote the target after planning
         result.status, result.error = ("skipped", None) if job.existing == "skip" else ("failed", str(error))
-    except NonFiniteOutputError as error:  # the engine's message cannot know the file
+    except (NonFiniteOutputError, OutputTooLargeError) as error:  # the engine's message cannot know the file
         result.status, result.error = "failed", f"{job.source}: {error}"
     except SrcliError as error:
         result.status, result.error = "failed", str(error)
     except OSError as error:  # e.g. the output folder vanished or filled up mid-batch
         result.status, result.error = "failed", f"{job.target}: {error.strerror or error}"
+    except Exception as error:  # memory ran out after all (numpy's MemoryError, OpenCV's own): this image only
+        if not _out_of_memory(error):
+            raise
+        result.status, result.error = "failed", f"{job.source}: out of memory ({_first_sentence(error)})"
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _out_of_memory(error: Exception) -> bool:
+    """numpy raises MemoryError; OpenCV a cv2.error whose text names its insufficient-memory status."""
+    return isinstance(error, MemoryError) or (
+        type(error).__module__.startswith("cv2") and "insufficient memory" in str(error).lower()
+    )
+
+
+def _first_sentence(error: Exception) -> str:
+    """'Unable to allocate 5.45 GiB for an array with shape ...' -> up to 'for'; OpenCV's -> its 'Failed ...'."""
+    text = " ".join(str(error).split())
+    if "Failed to allocate" in text:
+        text = text[text.index("Failed to allocate"):].split(" in function")[0]
+    return text.split(" for an array")[0] or type(error).__name__
 
 
 def _format_losses(target: Path, image: np.ndarray) -> list[str]:

@@ -4,10 +4,14 @@ non-finite training, odd weight files. Each test builds the hostile input itself
 from __future__ import annotations
 
 import inspect
+import json
+import os
+import subprocess
+import sys
 import typing
 
 import pytest
-from upscale_helpers import assert_one_error_line, write_image
+from upscale_helpers import REPO, assert_one_error_line, write_image
 
 from srcli.errors import TrainingError
 
@@ -93,3 +97,78 @@ def test_eval_save_dir_naming_a_file_is_refused_before_any_download(cli, tmp_pat
         line = assert_one_error_line(code, err)
         assert "cannot write to --save-dir" in line and "NotADirectoryError" not in line
     assert not srcli_home.exists()
+
+
+# --- memory: the output size is checked before work, and one image running out never stops a batch -------
+
+# Runs a batch of [big, small] in a child whose address space is capped a little above what it already uses,
+# so the big image's x60 output (972 MB) cannot be allocated while srcli's own check (free RAM) lets it start.
+_CAPPED_BATCH = """
+import json, resource, sys
+from pathlib import Path
+from srcli.batch import Job, run_jobs
+from srcli.engine import Upscaler
+from srcli.options import UpscaleOptions
+from srcli.pipeline import ImagePipeline
+from upscale_helpers import blur_edsr
+big, small, out = map(Path, sys.argv[1:4])
+pipeline = ImagePipeline(Upscaler(blur_edsr(2), 2, UpscaleOptions(device="cpu", backend="torch", outscale=60)))
+run_jobs([Job(small, out / "warm.png")], pipeline)  # every lazy import and thread pool started before the cap
+size = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + 400 * 2**20, resource.RLIM_INFINITY))
+results = run_jobs([Job(big, out / "big.png"), Job(small, out / "small.png")], pipeline)
+print(json.dumps([(r.status, r.error) for r in results]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_an_image_that_runs_out_of_memory_fails_alone_and_the_batch_goes_on(tmp_path):
+    big = write_image(tmp_path / "big.png", shape=(300, 300, 3))
+    small = write_image(tmp_path / "small.png", shape=(8, 8, 3))
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
+                   "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-c", _CAPPED_BATCH, big, small, out], capture_output=True,
+                          text=True, env=environment, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (big_status, big_error), (small_status, _) = json.loads(done.stdout.strip().splitlines()[-1])
+    assert big_status == "failed" and big_error.startswith(f"{big}: out of memory (")
+    assert "\n" not in big_error
+    assert small_status == "written", done.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["small.png", "warm.png"]
+
+
+@pytest.mark.parametrize("outscale", ["1e6", "1000000"])
+def test_an_output_bigger_than_memory_is_refused_before_work_with_its_size(cli, tmp_path, checkpoint, outscale):
+    source = write_image(tmp_path / "a.png")
+    code, _, err = cli("upscale", source, "-w", checkpoint, "--outscale", outscale, "-o", tmp_path / "out.png")
+    line = assert_one_error_line(code, err)
+    assert line.startswith(f"error: {source}: its x1e+06 output would be 16000000x12000000 pixels (523.87 TiB); ")
+    assert "is available" in line and "OpenCV" not in line and "error: error" not in line
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_one_image_too_large_does_not_stop_the_others(cli, tmp_path, checkpoint):
+    """The size check is per image: a 600x800 input at --outscale 3000 fails, a 1x1 one beside it is written."""
+    huge = write_image(tmp_path / "in" / "huge.png", shape=(600, 800, 3))
+    write_image(tmp_path / "in" / "tiny.png", shape=(1, 1, 3))
+    code, _, err = cli("upscale", tmp_path / "in", "-w", checkpoint, "--outscale", "3000", "-o", tmp_path / "out")
+    assert code == 1
+    assert f"error: {huge}: its x3000 output would be 2400000x1800000 pixels" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tiny_x3000.png"]
+
+
+def test_a_decoder_error_and_a_write_error_mid_batch_fail_alone(cli, tmp_path, checkpoint):
+    """Neighbours: a truncated PNG between two good ones, and a target that turned out to be a folder."""
+    folder = tmp_path / "in"
+    write_image(folder / "a.png")
+    data = write_image(folder / "b.png", shape=(40, 40, 3)).read_bytes()
+    (folder / "b.png").write_bytes(data[: len(data) // 2])
+    write_image(folder / "c.png")
+    write_image(folder / "d.png")
+    (tmp_path / "out" / "d_x2.png").mkdir(parents=True)  # --overwrite passes planning; the write then fails
+    code, _, err = cli("upscale", folder, "-w", checkpoint, "-o", tmp_path / "out", "--overwrite")
+    assert code == 1
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and "b.png" in errors[0] and "d_x2.png" in errors[1], err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_file()) == ["a_x2.png", "c_x2.png"]
