@@ -172,3 +172,158 @@ def test_a_decoder_error_and_a_write_error_mid_batch_fail_alone(cli, tmp_path, c
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 2 and "b.png" in errors[0] and "d_x2.png" in errors[1], err
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_file()) == ["a_x2.png", "c_x2.png"]
+
+
+# --- training: non-finite weights are never saved or exported --------------------------------------------
+
+
+@pytest.fixture
+def hr_images(tmp_path):
+    for index in range(2):
+        write_image(tmp_path / "hr" / f"{index}.png", seed=index, shape=(64, 64, 3))
+    return tmp_path / "hr"
+
+
+def test_a_step_that_makes_the_weights_infinite_exports_nothing(cli, tmp_path, hr_images):
+    """lr 1e36 is finite, but SGD's first update on a sum-of-squares loss overflows float32: the step's loss
+    (computed before the update) is finite, the weights it leaves are not. Such a run exported them, exit 0."""
+    run = tmp_path / "run"
+    code, _, err = cli("train", "--data", hr_images, "--out", run, "--lr", "1e36", "--optimizer", "sgd", "--loss",
+                       "mse", "--steps", "1", "--batch", "2", "--patch", "12", "--workers", "0")
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code != 0 and len(errors) == 1 and "Traceback" not in err, err
+    assert "the weights became NaN or infinite at step 1" in errors[0] and "lower --lr" in errors[0]
+    assert not (run / "model.pt").exists() and not (run / "latest.pt").exists()
+
+
+def test_an_lr_beyond_float32_is_refused_before_any_work(cli, tmp_path, hr_images):
+    """1e39 is a finite Python float that torch's optimiser could not hold (a RuntimeError about overflow)."""
+    code, _, err = cli("train", "--data", hr_images, "--out", tmp_path / "run", "--lr", "1e39")
+    assert "--lr must be a finite number (within float32's range)" in assert_one_error_line(code, err)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--batch", "0"), ("--patch", "0"), ("--steps", "0")])
+def test_training_sizes_below_one_are_refused(cli, tmp_path, hr_images, flag, value):
+    code, _, err = cli("train", "--data", hr_images, "--out", tmp_path / "run", flag, value)
+    assert f"{flag} must be at least 1, not 0" in assert_one_error_line(code, err)
+
+
+# --- weight files: refused from what they declare, in srcli's words --------------------------------------
+
+
+def _tiny_state(**config) -> dict:
+    import torch
+
+    from srcli.models import build
+
+    torch.manual_seed(0)
+    return build("edsr", **{"blocks": 1, "features": 8, "scale": 2, **config}).state_dict()
+
+
+def _refused(cli, tmp_path, state) -> str:
+    import torch
+
+    path = tmp_path / "w.pt"
+    torch.save(state, path)
+    code, _, err = cli("upscale", write_image(tmp_path / "a.png"), "-w", path, "-o", tmp_path / "out.png")
+    line = assert_one_error_line(code, err)
+    assert "Warning" not in err and not (tmp_path / "out.png").exists()
+    return line
+
+
+def test_complex_weights_are_refused(cli, tmp_path):
+    import torch
+
+    line = _refused(cli, tmp_path, {k: v.to(torch.complex64) for k, v in _tiny_state().items()})
+    assert "is complex64: network weights are real numbers" in line
+
+
+def test_bool_weights_are_refused(cli, tmp_path):
+    line = _refused(cli, tmp_path, {k: v > 0 for k, v in _tiny_state().items()})
+    assert "is bool, where weights are floating point" in line
+
+
+def test_integer_keys_are_refused_in_srclis_words(cli, tmp_path):
+    line = _refused(cli, tmp_path, dict(enumerate(_tiny_state().values())))
+    assert "holds the key 0 (int) where tensor names are text" in line and "AttributeError" not in line
+    line = _refused(cli, tmp_path, {"state_dict": {("body", 0): next(iter(_tiny_state().values()))}})
+    assert "holds the key ('body', 0) (tuple)" in line
+
+
+def test_a_list_of_tensors_is_refused(cli, tmp_path):
+    assert "holds a list, not a state dict" in _refused(cli, tmp_path, list(_tiny_state().values()))
+
+
+def test_stride_zero_views_declaring_huge_convs_are_refused_before_allocating(cli, tmp_path):
+    """2 KB on disk declaring 3000-feature convs (2.1 GiB): torch's allocator failed with 4.6 GB RSS."""
+    import torch
+
+    hostile = {}
+    for key, value in _tiny_state().items():
+        shape = [3000 if s == 8 else 12000 if s == 32 else s for s in value.shape]
+        hostile[key] = torch.zeros(1).expand(*shape)
+    line = _refused(cli, tmp_path, hostile)
+    assert "its tensors declare 2,163.6 MiB of weights from 0.0 MiB of data (stride-0 or shared views)" in line
+
+
+def test_sixty_thousand_shared_block_keys_are_refused_before_building(cli, tmp_path):
+    """A 3 MB file whose 60,000 block keys view one storage: the 30,000-block network was built (333 s, 1.24 GB)
+    before its missing keys were noticed."""
+    import torch
+
+    state = {k: v for k, v in _tiny_state(features=64).items() if not k.startswith("body.")}
+    shared = torch.zeros(64, 64, 3, 3)
+    for block in range(30000):
+        state[f"body.{block}.body.0.weight"] = state[f"body.{block}.body.2.weight"] = shared
+    line = _refused(cli, tmp_path, state)
+    assert "its tensors declare 8,438.1 MiB of weights from 0.7 MiB" in line
+
+
+def test_keys_and_shapes_are_checked_on_a_skeleton_before_the_network_is_built(tmp_path, monkeypatch):
+    """Distinct tensors, so the storage check passes: the key check runs on the meta device, and the real
+    network is never built for a file that does not fit it."""
+    import torch
+
+    from srcli.errors import CheckpointError
+    from srcli.models.spec import ModelSpec
+    from srcli.weights import load_checkpoint
+
+    state = {k: v for k, v in _tiny_state().items() if not k.endswith("bias")}
+    torch.save(state, tmp_path / "w.pt")
+    devices = []
+    build = ModelSpec.build
+    monkeypatch.setattr(ModelSpec, "build", lambda self: devices.append(torch.empty(0).device.type) or build(self))
+    with pytest.raises(CheckpointError, match=r"missing \['head.0.bias'"):
+        load_checkpoint(tmp_path / "w.pt")
+    assert devices == ["meta"]
+
+
+def test_float64_weights_are_accepted_and_converted(tmp_path):
+    """Neighbour: float64 is a real-valued dtype; the network runs fp32 with the same values rounded."""
+    import torch
+
+    from srcli.weights import load_checkpoint
+
+    state = _tiny_state()
+    torch.save({k: v.double() for k, v in state.items()}, tmp_path / "w.pt")
+    model, _ = load_checkpoint(tmp_path / "w.pt")
+    loaded = model.state_dict()
+    assert all(loaded[k].dtype == torch.float32 and torch.equal(loaded[k], v) for k, v in state.items())
+
+
+def test_non_finite_weights_are_still_found_by_name(tmp_path):
+    import torch
+
+    from srcli.errors import CheckpointError
+    from srcli.weights import load_checkpoint
+    from srcli.weights.checkpoints import non_finite_tensor
+
+    state = _tiny_state()
+    assert non_finite_tensor(state) is None
+    assert non_finite_tensor({"huge": torch.full((4,), 3e38)}) is None  # a sum that overflows is not a NaN
+    state["body.0.body.2.weight"][0, 0, 0, 0] = float("nan")
+    assert non_finite_tensor(state) == "body.0.body.2.weight"
+    torch.save(state, tmp_path / "w.pt")
+    with pytest.raises(CheckpointError, match=r"tensor body\.0\.body\.2\.weight holds NaN or infinite values"):
+        load_checkpoint(tmp_path / "w.pt")

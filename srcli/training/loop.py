@@ -49,6 +49,7 @@ from srcli.training.events import (
 from srcli.training.learner import CHECKPOINT_FORMAT, Batches, Learner, TrainState, amp_dtype
 from srcli.training.recipes import RUNTIME_FIELDS, TrainConfig, check_config, make_config
 from srcli.training.validate import Validator, resolve_val_set
+from srcli.weights.checkpoints import non_finite_tensor
 
 PROGRESS_SECONDS = 1.0  # how often a Progress event feeds the live panel
 
@@ -330,7 +331,17 @@ class Trainer:
             state.best = {"psnr": event.psnr, "step": state.step}
             self._checkpoint(state, "best.pt")
 
+    def _check_weights(self, state: TrainState) -> None:
+        """Non-finite weights are never saved or exported: the last step can break them after its loss (computed
+        before the update) looked fine, and every image they make would be black or white."""
+        damaged = non_finite_tensor(state.model.state_dict())
+        if damaged is not None:
+            kept = " (the last good checkpoint is kept)" if (self.run_dir / "latest.pt").exists() else ""
+            raise TrainingError(f"the weights became NaN or infinite at step {state.step} ({damaged}); nothing was "
+                                f"saved or exported{kept}: lower --lr")
+
     def _checkpoint(self, state: TrainState, name: str) -> None:
+        self._check_weights(state)
         if self.is_main:
             ckpt.atomic_torch_save(state.payload(self.config), self.run_dir / name)
             self._emit(Saved(state.step, str(self.run_dir / name)))
@@ -338,6 +349,7 @@ class Trainer:
     def _finish(self, state: TrainState, interrupted: bool) -> TrainResult:
         """Export model.pt + model.json (rank 0), wait for every rank, report Finished."""
         config, weights = self.config, None
+        self._check_weights(state)
         if self.is_main:
             metadata = {
                 "recipe": config.recipe, "arch": state.model.arch, "config": state.model.config,

@@ -6,7 +6,6 @@ in a checkpoint that loads with weights_only=True.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -116,13 +115,18 @@ def make_config(recipe: str, **overrides: Any) -> TrainConfig:
     return config
 
 
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _check_finite(config: TrainConfig) -> None:
-    """NaN passes every comparison the checks below make, and an infinite lr or decay trains NaN weights."""
+    """NaN passes every comparison the checks below make, an infinite lr or decay trains NaN weights, and torch's
+    optimisers hold these numbers as float32 (1e39 is a Python float, not a float32)."""
     for item in fields(config):
         value = getattr(config, item.name)
         numbers = value if isinstance(value, list) else [value]
-        if any(isinstance(n, float) and not math.isfinite(n) for n in numbers):
-            raise TrainingError(f"--{item.name.replace('_', '-')} must be a finite number, not {value}")
+        if any(isinstance(n, float) and not abs(n) <= _FLOAT32_MAX for n in numbers):
+            flag = item.name.replace("_", "-")
+            raise TrainingError(f"--{flag} must be a finite number (within float32's range), not {value}")
 
 
 def check_config(config: TrainConfig) -> None:

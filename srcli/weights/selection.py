@@ -93,7 +93,7 @@ def resolve(
     if entry is not None:
         entry.spec.check_scale(scale, entry.name)
         path = ensure_local(entry, mirror=mirror, progress=progress, offline=offline)
-        model, spec = load_checkpoint(path)
+        model, spec = load_checkpoint(path, verified=True)
         if spec.arch != entry.arch or (not spec.any_scale and spec.scales != entry.scales):
             raise CheckpointError(f"{path}: holds {spec.arch} x{spec.scales}, not the catalogue's {entry.name}")
         return ResolvedModel(model, spec, entry.name, path, entry)
