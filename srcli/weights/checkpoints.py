@@ -7,7 +7,6 @@ srcli's own records recognise a file first; one none of them knows goes to spand
 from __future__ import annotations
 
 import pickle
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -148,17 +147,26 @@ def _build_foreign(path: Path, state: dict[str, Any], unknown: UnknownArchitectu
 
 
 def non_finite_tensor(tensors: dict[str, torch.Tensor]) -> str | None:
-    """The name of a floating tensor holding NaN or Inf, else None. One reduction per dtype over the weights
-    flattened together (a sum is NaN or Inf when any element is) instead of a parallel region per tensor; only a
-    suspect sum (which a huge finite tensor could also give) looks at each tensor."""
-    groups: dict[torch.dtype, list[torch.Tensor]] = defaultdict(list)
-    for tensor in tensors.values():
-        if tensor.is_floating_point():
-            groups[tensor.dtype].append(tensor.detach().reshape(-1))
-    if all(torch.isfinite(torch.cat(group).sum(dtype=torch.float64)) for group in groups.values()):
+    """The name of a floating tensor holding NaN or Inf, else None. The weights are flattened together (in chunks of
+    at most _CHUNK elements, so a big model is not copied whole) and each chunk is one reduction, instead of a
+    parallel region per tensor: a sum is NaN or Inf when any element is. Only a suspect sum (which a huge finite
+    tensor could also give) looks at each tensor."""
+    floats = [tensor.detach().reshape(-1) for tensor in tensors.values() if tensor.is_floating_point()]
+    chunks: list[list[torch.Tensor]] = [[]]
+    size = 0
+    for tensor in floats:
+        if size + tensor.numel() > _CHUNK and chunks[-1]:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(tensor)
+        size += tensor.numel()
+    if all(torch.isfinite(torch.cat(chunk).sum(dtype=torch.float64)) for chunk in chunks if chunk):
         return None
     return next((name for name, tensor in tensors.items()
                  if tensor.is_floating_point() and not torch.isfinite(tensor).all()), None)
+
+
+_CHUNK = 1 << 24  # elements flattened at once: 64 MB of float32
 
 
 def load_checkpoint(path: Path, *, verified: bool = False) -> tuple[nn.Module, ModelSpec]:
