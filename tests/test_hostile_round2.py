@@ -327,3 +327,24 @@ def test_non_finite_weights_are_still_found_by_name(tmp_path):
     torch.save(state, tmp_path / "w.pt")
     with pytest.raises(CheckpointError, match=r"tensor body\.0\.body\.2\.weight holds NaN or infinite values"):
         load_checkpoint(tmp_path / "w.pt")
+
+
+# --- neighbours that already held (kept so they keep holding) ----------------------------------------------
+
+
+@pytest.mark.parametrize("flag", ["--tile-pad", "--quality", "--tile", "--batch"])
+def test_integer_options_refuse_non_finite_text(cli, tmp_path, checkpoint, flag):
+    code, _, err = cli("upscale", write_image(tmp_path / "a.png"), "-w", checkpoint, flag, "inf")
+    assert "unable to parse string as an integer" in assert_one_error_line(code, err)
+
+
+@pytest.mark.parametrize("outscale", [float("inf"), float("nan"), 0.0])
+def test_the_engine_refuses_a_non_finite_outscale_from_the_api(outscale):
+    from upscale_helpers import blur_edsr
+
+    from srcli.engine import Upscaler
+    from srcli.errors import ScaleError
+    from srcli.options import UpscaleOptions
+
+    with pytest.raises(ScaleError, match="outscale must be a positive finite number"):
+        Upscaler(blur_edsr(2), 2, UpscaleOptions(device="cpu", outscale=outscale))
