@@ -348,3 +348,17 @@ def test_the_engine_refuses_a_non_finite_outscale_from_the_api(outscale):
 
     with pytest.raises(ScaleError, match="outscale must be a positive finite number"):
         Upscaler(blur_edsr(2), 2, UpscaleOptions(device="cpu", outscale=outscale))
+
+
+def test_a_training_checkpoint_with_an_optimisers_integer_keys_still_loads(tmp_path):
+    """The integer-key check covers the containers a network's tensors come in, not an optimiser's state."""
+    import torch
+
+    from srcli.weights import read_state_dict
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.ones(1, 2)).sum().backward()
+    optimizer.step()
+    torch.save({"model": _tiny_state(), "optimizer": optimizer.state_dict(), "step": 1}, tmp_path / "latest.pt")
+    assert set(read_state_dict(tmp_path / "latest.pt")) == {"model", "optimizer", "step"}

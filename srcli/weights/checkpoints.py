@@ -15,7 +15,7 @@ from torch import nn
 
 from srcli import zoo
 from srcli.errors import CheckpointError, UnknownArchitectureError
-from srcli.models import ModelSpec, load_tensors, normalise_state_dict
+from srcli.models import WRAPPER_KEYS, ModelSpec, load_tensors, normalise_state_dict
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 
@@ -51,18 +51,20 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     return state
 
 
-def _check_contents(path: Path, state: dict[str, Any], depth: int = 0) -> None:
+def _check_contents(path: Path, state: dict[str, Any]) -> None:
     """What a file declares, checked before anything is built from it: tensor names are text, weights are real
     numbers, and no tensor claims more elements than the bytes behind it (a stride-0 or shared view
-    declares gigabytes from a few bytes; building the network it describes would allocate them)."""
+    declares gigabytes from a few bytes; building the network it describes would allocate them). The containers
+    checked are the file itself and those the network's tensors may come in (an optimiser's state, with its
+    integer keys, is not one)."""
     declared = held = 0
     storages: set[int] = set()
     for key, value in state.items():
         if not isinstance(key, str):
             raise CheckpointError(f"{path}: holds the key {key!r} ({type(key).__name__}) where tensor names are "
                                   "text: not a state dict")
-        if isinstance(value, dict) and depth < 2:
-            _check_contents(path, value, depth + 1)
+        if isinstance(value, dict) and key in WRAPPER_KEYS:
+            _check_contents(path, value)
         if not isinstance(value, torch.Tensor):
             continue
         if value.is_complex():
