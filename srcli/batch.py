@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from srcli import distributed
-from srcli.errors import NonFiniteOutputError, OutputError, OutputExistsError, SrcliError
-from srcli.files import is_hidden
+from srcli.errors import NonFiniteOutputError, OutputError, OutputExistsError, OutputTooLargeError, SrcliError
+from srcli.files import check_writable_folder, is_hidden
 from srcli.imageio import ALPHA_EXTENSIONS, DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, read_image, write_image
 
 if TYPE_CHECKING:  # planning a batch (inputs, names) needs no torch: a mistake is reported before it loads
@@ -257,28 +257,7 @@ def _check_targets(jobs: list[Job], existing: str) -> None:
         exist = f"and {len(clashes) - 1} more outputs already exist" if len(clashes) > 1 else "already exists"
         raise OutputError(f"{clashes[0].target} {exist}: pass --skip-existing or --overwrite")
     for folder in sorted({job.target.parent for job in jobs}):
-        _check_writable(folder)
-
-
-def _check_writable(folder: Path) -> None:
-    """Refuse an output folder that cannot be made or written, before any work is spent on it."""
-    ancestor = folder
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise OutputError(f"cannot write to {folder}: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        if _read_only(ancestor):
-            raise OutputError(f"cannot write to {folder}: {ancestor} is on a read-only file system (choose another -o)")
-        raise OutputError(f"cannot write to {folder}: no permission to write in {ancestor}")
-
-
-def _read_only(folder: Path) -> bool:
-    """Whether the file system holding `folder` is mounted read-only (a different fix than a permission)."""
-    try:
-        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-    except (OSError, AttributeError):  # no statvfs (Windows): reported as a permission problem
-        return False
+        check_writable_folder(folder)
 
 
 # --- running ------------------------------------------------------------------------------------------------
@@ -386,14 +365,33 @@ def _run_one(
         result.status = "written"
     except OutputExistsError as error:  # another process wrote the target after planning
         result.status, result.error = ("skipped", None) if job.existing == "skip" else ("failed", str(error))
-    except NonFiniteOutputError as error:  # the engine's message cannot know the file
+    except (NonFiniteOutputError, OutputTooLargeError) as error:  # the engine's message cannot know the file
         result.status, result.error = "failed", f"{job.source}: {error}"
     except SrcliError as error:
         result.status, result.error = "failed", str(error)
     except OSError as error:  # e.g. the output folder vanished or filled up mid-batch
         result.status, result.error = "failed", f"{job.target}: {error.strerror or error}"
+    except Exception as error:  # memory ran out after all (numpy's MemoryError, OpenCV's own): this image only
+        if not _out_of_memory(error):
+            raise
+        result.status, result.error = "failed", f"{job.source}: out of memory ({_first_sentence(error)})"
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _out_of_memory(error: Exception) -> bool:
+    """numpy raises MemoryError; OpenCV a cv2.error whose text names its insufficient-memory status."""
+    return isinstance(error, MemoryError) or (
+        type(error).__module__.startswith("cv2") and "insufficient memory" in str(error).lower()
+    )
+
+
+def _first_sentence(error: Exception) -> str:
+    """'Unable to allocate 5.45 GiB for an array with shape ...' -> up to 'for'; OpenCV's -> its 'Failed ...'."""
+    text = " ".join(str(error).split())
+    if "Failed to allocate" in text:
+        text = text[text.index("Failed to allocate"):].split(" in function")[0]
+    return text.split(" for an array")[0] or type(error).__name__
 
 
 def _format_losses(target: Path, image: np.ndarray) -> list[str]:

@@ -94,6 +94,10 @@ class DeviceError(SrcliError):
     """The asked-for device or precision is unavailable, or memory is short even for the smallest tile."""
 
 
+class OutputTooLargeError(SrcliError):
+    """An image's output (at --scale / --outscale) would not fit in memory: refused before any work."""
+
+
 class NonFiniteOutputError(SrcliError):
     """A network's output holds NaN or Inf even in fp32: writing it would give a black or white image."""
 

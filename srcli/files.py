@@ -31,6 +31,32 @@ os.umask(_UMASK)
 _NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
 
 
+def check_writable_folder(folder: Path, option: str = "") -> None:
+    """Refuse a folder srcli will write into (made if missing) when it is a file or not writable, before any
+    work is spent on it. `option` ('--out') names the flag in the message."""
+    folder = Path(folder)
+    named = f"{option} {folder}" if option else str(folder)
+    ancestor = folder
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        where = "it" if ancestor == folder else str(ancestor)
+        raise OutputError(f"cannot write to {named}: {where} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        if _read_only(ancestor):
+            raise OutputError(f"cannot write to {named}: {ancestor} is on a read-only file system "
+                              f"(choose another {option or '-o'})")
+        raise OutputError(f"cannot write to {named}: no permission to write in {ancestor}")
+
+
+def _read_only(folder: Path) -> bool:
+    """Whether the file system holding `folder` is mounted read-only (a different fix than a permission)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows): reported as a permission problem
+        return False
+
+
 @contextmanager
 def atomic_path(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temp path beside `path` to write to; it becomes `path` only when the block succeeds.

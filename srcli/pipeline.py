@@ -130,6 +130,8 @@ class ImagePipeline:
     def upscale(self, image: np.ndarray, progress: ProgressCallback | None = None) -> Upscaled:
         """HxW, HxWx3 or HxWx4 uint8/uint16 -> the upscaled image with the same layout and dtype, and the plan
         of its colour pass (with any back-off or fp32 re-run of the alpha pass added in)."""
+        channels = 1 if image.ndim == 2 else image.shape[2]
+        self.upscaler.check_output_fits(image.shape[0], image.shape[1], channels, image.dtype.itemsize)
         if image.ndim == 2:
             grey, plan = self.chain.upscale(_as_rgb(image), progress)
             return Upscaled(_channel_mean(grey, image.dtype), plan)

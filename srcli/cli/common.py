@@ -3,6 +3,7 @@ commands take and the checks and bars they run. No subcommand module imports ano
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -164,6 +165,27 @@ def parse_scales(text: str) -> list[int]:
     if not scales or any(s < 1 for s in scales):
         raise typer.BadParameter(f"{text!r} holds no valid scale", param_hint="'--scale'")
     return scales
+
+
+def finite(low: float | None = None, high: float | None = None) -> Callable[[str], float]:
+    """The parser of every float option: Python's float() takes 'inf', 'nan' and '1e400', which no option means,
+    so they are refused here, as a usage error, before any work (a bound is checked here too: typer skips its own
+    min/max for a parsed option)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            raise typer.BadParameter(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise typer.BadParameter(f"{text!r} is not a finite number")
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"at least {low:g}" if high is None else f"between {low:g} and {high:g}" if low is not None \
+                else f"at most {high:g}"
+            raise typer.BadParameter(f"{text!r} is out of range: it must be {bounds}")
+        return value
+
+    return parse
 
 
 class Border(str, Enum):

@@ -169,6 +169,7 @@ def eval_command(
     """
     from srcli.datasets import dataset_spec
     from srcli.evaluate import BICUBIC
+    from srcli.files import check_writable_folder
     from srcli.pipeline import load_restorers
 
     options = UpscaleOptions.for_scoring(device=device, precision=precision, ensemble=ensemble, border=border.value,
@@ -180,6 +181,8 @@ def eval_command(
         raise fail("--ensemble needs a network; bicubic has nothing to ensemble")
     if pre and model is not None and model.lower() == BICUBIC:
         raise fail("--pre needs a network to upscale after the restorers; bicubic is scored on HR luma alone")
+    if save_dir is not None:
+        check_writable_folder(save_dir, "--save-dir")
     specs = [dataset_spec(name) for name in dict.fromkeys(sets)]
     stages = load_restorers(pre or [], options)
     networks = _resolve_models(model, weights, parse_scales(scale) if scale else None)

@@ -16,7 +16,7 @@ from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from srcli.cli.common import console, parse_scales
+from srcli.cli.common import console, finite, parse_scales
 
 if TYPE_CHECKING:  # srcli.training imports torch: only a run loads it, never a help screen
     from srcli.training import Trainer, TrainResult
@@ -191,14 +191,16 @@ def train_command(
     steps: int = typer.Option(None, "--steps", help="Total optimiser steps (recipe's)."),
     batch: int = typer.Option(None, "--batch", help="Minibatch size (16; vdsr 64)."),
     patch: int = typer.Option(None, "--patch", help="LR patch side (48); vdsr: input patch side (41)."),
-    lr: float = typer.Option(None, "--lr", help="Initial learning rate (1e-4; vdsr 0.1)."),
+    lr: float = typer.Option(None, "--lr", parser=finite(), help="Initial learning rate (1e-4; vdsr 0.1)."),
     lr_step: int = typer.Option(None, "--lr-step", help="Steps between lr decays (2e5; vdsr 20 epochs)."),
-    lr_gamma: float = typer.Option(None, "--lr-gamma", help="lr multiplier at each decay (0.5; vdsr 0.1)."),
+    lr_gamma: float = typer.Option(None, "--lr-gamma", parser=finite(),
+                                   help="lr multiplier at each decay (0.5; vdsr 0.1)."),
     lr_schedule: str = typer.Option(None, "--lr-schedule", help="step (the papers') or cosine (over --steps)."),
     clip: float = typer.Option(
-        None, "--clip", help="VDSR theta: gradient norm clipped to theta/lr (0.01; the paper's 0.4 collapses)."
+        None, "--clip", parser=finite(),
+        help="VDSR theta: gradient norm clipped to theta/lr (0.01; the paper's 0.4 collapses).",
     ),
-    weight_decay: float = typer.Option(None, "--weight-decay", help="L2 weight decay (0; vdsr 1e-4)."),
+    weight_decay: float = typer.Option(None, "--weight-decay", parser=finite(), help="L2 weight decay (0; vdsr 1e-4)."),
     optimizer: str = typer.Option(None, "--optimizer", help="adam (EDSR/MDSR) | sgd (VDSR, momentum 0.9)."),
     loss: str = typer.Option(None, "--loss", help="l1 (EDSR/MDSR) | mse (VDSR: half the sum of squares)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
@@ -213,7 +215,7 @@ def train_command(
     val_every: int = typer.Option(None, "--val-every", help="Validate every N steps (1000)."),
     checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Write latest.pt every N steps (1000)."),
     log_every: int = typer.Option(None, "--log-every", help="Log loss/speed every N steps (100)."),
-    max_minutes: float = typer.Option(None, "--max-minutes",
+    max_minutes: float = typer.Option(None, "--max-minutes", parser=finite(),
                                       help="Stop after this many minutes of training (checkpoint + export)."),
     device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (auto)."),
     amp: str = typer.Option(None, "--amp", help="auto (bf16 on CUDA) | bf16 | fp16 | none."),

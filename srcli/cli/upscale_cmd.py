@@ -29,6 +29,7 @@ from srcli.cli.common import (
     check_placement,
     console,
     download_progress,
+    finite,
     print_error,
     stdout,
 )
@@ -55,7 +56,7 @@ def parse_pixels(text: str) -> int:
         value = float(number) * _UNITS.get(unit, 1.0 if not unit else float("nan"))
     except ValueError:
         value = float("nan")
-    if not value >= 0:
+    if not 0 <= value < float("inf"):
         raise SrcliError(f"--max-pixels {text!r} is not a pixel count (examples: 120M, 1.5G, 5000000)")
     return int(value)
 
@@ -119,7 +120,7 @@ _Backend = Annotated[str, typer.Option(
     help="auto (OpenVINO on the CPU when srcli\\[openvino] is installed), torch, openvino."
 )]
 _Outscale = Annotated[float | None, typer.Option(
-    "--outscale", min=1.0,
+    "--outscale", min=1.0, parser=finite(low=1.0),
     help="Final scale, e.g. 3.5: a native model when one exists, else the next scale up and a resize.",
 )]
 _Format = Annotated[str | None, typer.Option(

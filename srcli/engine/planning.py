@@ -15,6 +15,7 @@ import torch
 from srcli.engine.devices import available_memory
 from srcli.engine.folded import SAFETY
 from srcli.engine.tiling import window_size
+from srcli.errors import OutputTooLargeError
 from srcli.models.spec import SizeRequirements
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ class Planning:
     upscales_inside: bool
     input_factor: int
     receptive_field: int
+    scale: int
     _out_elements: int
     _budget: int | None
 
@@ -78,6 +80,23 @@ class Planning:
         if self.device.type == "cpu":
             return int(max(min(free // 2, CPU_PEAK_TARGET) - output_bytes, min(free // 4, CPU_MIN_BUDGET)))
         return int(free * 0.8)
+
+    def check_output_fits(self, height: int, width: int, channels: int, itemsize: int) -> None:
+        """Refuse an image whose output cannot be held before any work is spent on it: whatever the device, the
+        model-scale buffer (with its border margin) and the final image (at outscale, and one copy while it is
+        assembled) live in RAM together."""
+        outscale = self.options.outscale or self.scale
+        final = round(width * outscale) * round(height * outscale) * channels * itemsize
+        margin = 2 * self.receptive_field
+        buffer = (height + margin) * (width + margin) * self.scale**2 * 3 * itemsize
+        needed = buffer + 2 * final
+        free = available_memory(torch.device("cpu"))
+        if needed > free:
+            size = f"{round(width * outscale)}x{round(height * outscale)}"
+            raise OutputTooLargeError(
+                f"its x{outscale:g} output would be {size} pixels ({_bytes(final)}); making it needs about "
+                f"{_bytes(needed)} of memory and {_bytes(free)} is available: use a smaller --outscale or input"
+            )
 
     def _check_budget(self, batch: int, pixels: int) -> None:
         """The back-off trigger where torch raises none: over the explicit budget, or the CPU's free RAM."""
@@ -138,3 +157,12 @@ class Planning:
         if current <= MIN_TILE:
             return None
         return self._new_plan(max(current // 2, MIN_TILE), plan.pad, 1, plan.backoffs + 1, plan.fallbacks)
+
+
+def _bytes(count: int) -> str:
+    """1.5e9 -> '1.40 GiB' (numpy's unit, so a message reads like the MemoryError it prevents)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if count < 1024 or unit == "PiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.2f} {unit}"
+        count /= 1024
+    return f"{count:.2f} PiB"

@@ -125,8 +125,8 @@ class Upscaler(Planning):
         self.spec.check_scale(self.scale)
         if self.options.border not in BORDERS:
             raise ValueError(f"unknown border {self.options.border!r}: use one of {', '.join(BORDERS)}")
-        if self.options.outscale is not None and not self.options.outscale > 0:
-            raise ScaleError(f"outscale must be positive, not {self.options.outscale}")
+        if self.options.outscale is not None and not 0 < self.options.outscale < math.inf:
+            raise ScaleError(f"outscale must be a positive finite number, not {self.options.outscale}")
         self.placement = resolve_placement(
             self.options.device, self.options.precision, self.options.backend, architecture=self.spec.architecture
         )

@@ -80,9 +80,12 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")  # containers a checkpoint's tensors come in
+
+
 def _strip_wrappers(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Unwrap the containers checkpoints come in: {'params': ...}, {'state_dict': ...}, DDP's 'module.'."""
-    for key in ("params_ema", "params", "state_dict", "model"):
+    for key in WRAPPER_KEYS:
         if isinstance(state.get(key), dict):
             state = state[key]
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}

@@ -23,6 +23,7 @@ from srcli import __version__, distributed
 from srcli.datasets import Dataset
 from srcli.engine.devices import choose_device
 from srcli.errors import TrainingError
+from srcli.files import check_writable_folder
 from srcli.models import architecture, parameter_count
 from srcli.training import checkpoint as ckpt
 from srcli.training.curves import Curves
@@ -49,6 +50,7 @@ from srcli.training.events import (
 from srcli.training.learner import CHECKPOINT_FORMAT, Batches, Learner, TrainState, amp_dtype
 from srcli.training.recipes import RUNTIME_FIELDS, TrainConfig, check_config, degradation_recipe, make_config
 from srcli.training.validate import Validator, resolve_val_set
+from srcli.weights.checkpoints import non_finite_tensor
 
 PROGRESS_SECONDS = 1.0  # how often a Progress event feeds the live panel
 
@@ -67,6 +69,7 @@ def configure(recipe: str | None, overrides: dict[str, Any], resume: bool) -> tu
     """The run's config: the recipe plus overrides, or (resume) the stored config plus runtime overrides."""
     out = Path(overrides.get("out") or "runs/train")
     latest = out / "latest.pt"
+    check_writable_folder(out, "--out")
     if not resume:
         if latest.exists():
             raise TrainingError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
@@ -350,7 +353,17 @@ class Trainer:
             state.best = {"psnr": event.psnr, "step": state.step}
             self._checkpoint(state, "best.pt")
 
+    def _check_weights(self, state: TrainState) -> None:
+        """Non-finite weights are never saved or exported: the last step can break them after its loss (computed
+        before the update) looked fine, and every image they make would be black or white."""
+        damaged = non_finite_tensor(state.model.state_dict())
+        if damaged is not None:
+            kept = " (the last good checkpoint is kept)" if (self.run_dir / "latest.pt").exists() else ""
+            raise TrainingError(f"the weights became NaN or infinite at step {state.step} ({damaged}); nothing was "
+                                f"saved or exported{kept}: lower --lr")
+
     def _checkpoint(self, state: TrainState, name: str) -> None:
+        self._check_weights(state)
         if self.is_main:
             ckpt.atomic_torch_save(state.payload(self.config), self.run_dir / name)
             self._emit(Saved(state.step, str(self.run_dir / name)))
@@ -358,6 +371,7 @@ class Trainer:
     def _finish(self, state: TrainState, interrupted: bool) -> TrainResult:
         """Export model.pt + model.json (rank 0), wait for every rank, report Finished."""
         config, weights = self.config, None
+        self._check_weights(state)
         if self.is_main:
             metadata = {
                 "recipe": config.recipe, "arch": state.model.arch, "config": state.model.config,

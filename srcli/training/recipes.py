@@ -121,6 +121,20 @@ def make_config(recipe: str, **overrides: Any) -> TrainConfig:
     return config
 
 
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _check_finite(config: TrainConfig) -> None:
+    """NaN passes every comparison the checks below make, an infinite lr or decay trains NaN weights, and torch's
+    optimisers hold these numbers as float32 (1e39 is a Python float, not a float32)."""
+    for item in fields(config):
+        value = getattr(config, item.name)
+        numbers = value if isinstance(value, list) else [value]
+        if any(isinstance(n, float) and not abs(n) <= _FLOAT32_MAX for n in numbers):
+            flag = item.name.replace("_", "-")
+            raise TrainingError(f"--{flag} must be a finite number (within float32's range), not {value}")
+
+
 def check_config(config: TrainConfig) -> None:
     """Refuse combinations that make no sense, with one line that says what to do instead."""
     record = architecture(config.preset)
@@ -140,7 +154,8 @@ def check_config(config: TrainConfig) -> None:
     for name, value in positive.items():
         if value < 1:
             raise TrainingError(f"--{name} must be at least 1, not {value}")
-    if config.lr <= 0:
+    _check_finite(config)
+    if not config.lr > 0:
         raise TrainingError(f"--lr must be positive, not {config.lr}")
     if config.lr_step < 1:
         raise TrainingError(f"--lr-step must be at least 1 step, not {config.lr_step}")

@@ -97,7 +97,7 @@ def resolve(
             raise zoo.ZooMissing(f"{entry.name} is a third-party {entry.arch} model read by spandrel: "
                                  f"{zoo.INSTALL_HINT}")
         path = ensure_local(entry, mirror=mirror, progress=progress, offline=offline)
-        model, spec = load_checkpoint(path)
+        model, spec = load_checkpoint(path, verified=True)
         if spec.arch.lower() != entry.arch.lower() or (not spec.any_scale and spec.scales != entry.scales):
             raise CheckpointError(f"{path}: holds {spec.arch} x{spec.scales}, not the catalogue's {entry.name}")
         return ResolvedModel(model, spec, entry.name, path, entry)
