@@ -78,7 +78,9 @@ _Scale = Annotated[int | None, typer.Option(
 )]
 _Model = Annotated[str | None, typer.Option("-m", "--model", help="Catalogue model name (see `srcli models`).")]
 _Weights = Annotated[Path | None, typer.Option(
-    "-w", "--weights", help="A checkpoint file (.pt/.pth, EDSR/MDSR/VDSR; detected from its tensors)."
+    "-w", "--weights",
+    help="Any supported model file (.pt/.pth/.safetensors: srcli's own, or a zoo architecture spandrel reads; "
+    "detected from its tensors).",
 )]
 _Ensemble = Annotated[bool, typer.Option(
     "--ensemble", help="Geometric self-ensemble x8 (EDSR+): a little better, ~8x slower."
@@ -170,7 +172,7 @@ def upscale_command(
     as_json: _Json = False,
     verbose: _Verbose = False,
 ) -> None:
-    """Upscale images with an EDSR, MDSR or VDSR model (default: srcli's embedded model for the scale).
+    """Upscale images with any supported model file or catalogue model (default: srcli's embedded model for the scale).
 
     Outputs are named [bold]<stem>_x<scale>.<ext>[/]: beside each input file,
     in [bold]<folder>_x<scale>/[/] for a folder, or under [bold]-o[/].
@@ -377,6 +379,8 @@ def _plan_text(plan: Plan) -> str:
     tiles = f"{plan.tiles} tiles of {plan.tile} px + {plan.pad} pad"
     if plan.tiling == "approximate":
         tiles += ", approximate tiling (cross-faded: this network's tiles cannot be exact)"
+        if plan.measured_pad is not None and plan.measured_levels is not None:
+            tiles += f", pad measured: probe tiles within {plan.measured_levels:g} levels of whole"
     tile = "whole image" if plan.tiles == 1 else tiles
     if plan.tiles > 1:
         tile += f", overlap {round(plan.overlap, 3):.2f}x"

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from srcli.engine.folded import FoldedRunner
-from srcli.engine.module import ModuleRunner
+from srcli.engine.module import ModuleRunner, weights_digest
 from srcli.errors import BackendError
 from srcli.models.folding import Step, run_reference
 from srcli.models.spec import ModelSpec
@@ -91,29 +91,41 @@ class _Steps(nn.Module):
         return run_reference(self.steps, x)
 
 
-def weights_digest(model: nn.Module) -> str:
-    """sha256 over every tensor of the state dict (names, dtypes, shapes, bytes): the same weights, the same key,
-    wherever they were loaded from."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        value = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
-        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
-    return digest.hexdigest()
-
-
 def cache_key(model: nn.Module, spec: ModelSpec, call_scale: int | None, scale: int, version: str) -> str:
     text = f"{CACHE_FORMAT}|{spec.arch}|{sorted(spec.config.items())}|{call_scale}|x{scale}|{version}|"
     return hashlib.sha256((text + weights_digest(model)).encode()).hexdigest()[:24]
 
 
-def _convert(ov: Any, module: nn.Module, channels: int, pixel_max: float) -> Any:
+def _convert(ov: Any, module: nn.Module, channels: int, pixel_max: float,
+             shape: tuple[int, int, int] | None = None) -> Any:
+    """Convert with a dynamic batch, height and width, or for one (batch, height, width) where `shape` is given;
+    a network the converter cannot take is one BackendError line."""
     module = module.float().cpu().eval()
-    example = torch.rand(1, channels, 24, 24, generator=torch.Generator().manual_seed(0)) * pixel_max
-    with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the frontend traces with torch.jit, which warns that it is deprecated
-        converted = ov.convert_model(module, example_input=example, input=[ov.PartialShape([-1, channels, -1, -1])])
-    return converted
+    batch, height, width = shape or (1, 24, 24)
+    example = torch.rand(batch, channels, height, width, generator=torch.Generator().manual_seed(0)) * pixel_max
+    dimensions = [batch, channels, height, width] if shape else [-1, channels, -1, -1]
+    try:
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the frontend traces with torch.jit, which warns that it is deprecated
+            return ov.convert_model(module, example_input=example, input=[ov.PartialShape(dimensions)])
+    except Exception as error:  # the converter raises many types (OpConversionFailure, RuntimeError, ...)
+        raise BackendError(f"OpenVINO cannot convert this network ({_first_line(error)}); "
+                           "use --backend torch") from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0][:160]}" if lines else type(error).__name__
+
+
+def _reshapes(model: Any, channels: int) -> bool:
+    """Does a dynamically converted model take another size? Networks that read their input's size as Python
+    ints (DITN's patch views) are traced with the example's sizes frozen into reshapes."""
+    try:
+        model.clone().reshape([1, channels, 40, 56])
+    except RuntimeError:
+        return False
+    return True
 
 
 def _read(ov: Any, folder: Path, names: list[str]) -> list[Any] | None:
@@ -186,6 +198,8 @@ class OpenVINORunner:
             self._memory_factor = MODULE_MEMORY_FACTOR
         self._core = ov.Core()
         [converted] = cached_models(ov, folder, parts)
+        # Where sizes were frozen, each window shape (batch, height, width) gets its own static conversion.
+        self._per_shape = None if _reshapes(converted, spec.channels) else (ov, folder, parts)
         self._model = _channels_last(ov, converted)
         self._compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
 
@@ -202,9 +216,12 @@ class OpenVINORunner:
         if shape not in compiled:
             while len(compiled) >= SHAPES_KEPT:
                 compiled.popitem(last=False)
-            model = self._model.clone()
-            model.reshape(list(shape))
-            network = self._core.compile_model(model, "CPU", COMPILE_CONFIG)
+            try:
+                model = self._shaped(shape)
+                network = self._core.compile_model(model, "CPU", COMPILE_CONFIG)
+            except RuntimeError as error:
+                raise BackendError(f"OpenVINO cannot run this network at {shape[1]}x{shape[2]} "
+                                   f"({_first_line(error)}); use --backend torch") from None
             compiled[shape] = (network, network.create_infer_request())
         elif next(reversed(compiled)) != shape:
             compiled.move_to_end(shape)
@@ -214,6 +231,18 @@ class OpenVINORunner:
             if other != shape:
                 network.release_memory()
         return compiled[shape][1]
+
+    def _shaped(self, shape: tuple[int, ...]) -> Any:
+        """The model for one NHWC input shape: the dynamic one reshaped, or a static conversion for that shape."""
+        if self._per_shape is None:
+            model = self._model.clone()
+            model.reshape(list(shape))
+            return model
+        ov, folder, parts = self._per_shape
+        batch, height, width = shape[:3]
+        sized = {name: (*part, (batch, height, width)) for name, part in parts.items()}
+        [converted] = cached_models(ov, folder.with_name(f"{folder.name}-{batch}x{height}x{width}"), sized)
+        return _channels_last(ov, converted)
 
     def forward(self, x: torch.Tensor, dtype: torch.dtype, budget: int) -> torch.Tensor:
         """Normalised input -> float32 output (the global input added in float32 where the network has one); one

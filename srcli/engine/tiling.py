@@ -26,16 +26,21 @@ def core_length(length: int, tile: int) -> int:
 
 def window_size(length: int, tile: int, pad: int, size: SizeRequirements = NO_REQUIREMENTS) -> int:
     """Every window along an axis has this one length: core + 2 pad, grown to what the network accepts, at most
-    the axis (which the caller has already padded to an accepted length)."""
-    window = min(core_length(length, tile) + 2 * pad, length)
+    the axis (which the caller has already padded to an accepted length). A network that takes multiples of a
+    step gets step - 1 more, so that its windows can start on the step's grid (see `_spans`)."""
+    window = min(core_length(length, tile) + 2 * pad + size.multiple_of - 1, length)
     return min(size.padded(window, window)[0], length)
 
 
 def _spans(length: int, tile: int, pad: int, size: SizeRequirements) -> list[tuple[int, int, int]]:
-    """(core start, core stop, window start) along one axis; edge windows shift inward rather than shrink."""
+    """(core start, core stop, window start) along one axis; edge windows shift inward rather than shrink.
+
+    Windows start on the grid of the network's step: a network that cuts its input into 8x8 patches (DITN) is
+    equivariant only under shifts by 8, so a window on that grid sees the patches the whole image has."""
     core, window = core_length(length, tile), window_size(length, tile, pad, size)
+    step = size.multiple_of
     return [
-        (start, min(start + core, length), min(max(start - pad, 0), length - window))
+        (start, min(start + core, length), min(max(start - pad, 0) // step * step, length - window))
         for start in range(0, length, core)
     ]
 

@@ -45,7 +45,7 @@ from srcli.resize import imresize
 
 ProgressCallback = Callable[[int, int], None]  # (done, total) windows; total restarts after a memory back-off
 
-APPROXIMATE_PAD = 24  # overlap (LR px) of blended tiles, for networks whose tiles cannot be exact
+APPROXIMATE_PAD = 24  # overlap (LR px) of blended tiles where a runner measured none (see engine.module)
 # How the image is extended past its edges before the network. "zero" is what the papers' networks do (their
 # convolutions pad with zeros: border pixels darken, a black image gets corners up to 31 at x4); the others
 # extend the image by the receptive field first, so every output pixel sees image-like surroundings.
@@ -71,6 +71,8 @@ class Plan:
     exact: bool = True  # False: the network is not translation-equivariant; tiles are cross-faded, not exact
     backend: str = "torch"  # torch | openvino
     overlap: float = 1.0  # pixels computed / pixels kept: what the tiles' overlap costs (1.0: whole image)
+    measured_pad: int | None = None  # the overlap the probe measured for a non-equivariant network (LR px)
+    measured_levels: float | None = None  # the probe's largest tiled-vs-whole difference at that overlap (levels)
 
     @property
     def forward_batch(self) -> int:
@@ -129,10 +131,15 @@ class Upscaler(Planning):
         self.runner = self._make_runner(model)
         self.input_factor = 1 if self.upscales_inside else self.scale  # network input px per LR px, per side
         self._out_elements = 3 * (self.scale // self.input_factor) ** 2
-        self.exact = getattr(getattr(self.runner, "geometry", self.runner), "exact", True)
+        geometry = getattr(self.runner, "geometry", self.runner)
+        self.exact = getattr(geometry, "exact", True)
         radius = self.runner.receptive_radius  # in network-input pixels
-        if not self.exact:
+        self.measured_overlap: int | None = getattr(geometry, "measured_overlap", None)  # network-input px
+        self.measured_levels: float | None = getattr(geometry, "measured_levels", None)
+        if not self.exact and self.measured_overlap is None:
             self.receptive_field = APPROXIMATE_PAD
+        elif not self.exact:  # the overlap the probe measured, in LR px
+            self.receptive_field = math.ceil(self.measured_overlap / self.input_factor)
         elif self.upscales_inside:
             self.receptive_field = math.ceil(radius)
         else:  # the bicubic window edge (mirrored, +-2 LR px of kernel) plus the network's reach, in LR px
@@ -203,9 +210,12 @@ class Upscaler(Planning):
     # -- planning (the rest in srcli.engine.planning) --------------------------------------------------
 
     def _new_plan(self, tile: int, pad: int, batch: int, backoffs: int = 0, fallbacks: int = 0) -> Plan:
+        measured = not self.exact and self.measured_overlap is not None
         return Plan(max(0, int(tile)), pad, int(batch), backoffs, fallbacks, device=str(self.device),
                     precision=precision_name(self.dtype), transforms=8 if self.options.ensemble else 1,
-                    exact=self.exact, backend=self.backend)
+                    exact=self.exact, backend=self.backend,
+                    measured_pad=self.receptive_field if measured else None,
+                    measured_levels=self.measured_levels if measured else None)
 
     # -- pixels in, pixels out ------------------------------------------------------------------------
 
