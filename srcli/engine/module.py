@@ -39,7 +39,8 @@ _EQUIVARIANCE_TOLERANCE = 1e-4  # relative: float32 reassociation stays far belo
 PROBE_FORMAT = 2  # bump when what a cached probe holds, or how it is measured, changes
 OVERLAP_LEVELS = 2  # a measured overlap keeps tiled output within this many 8-bit levels of the whole-image run
 OVERLAP_CANDIDATES = (8, 16, 24, 32, 48, 64, 96)  # overlaps tried, smallest first (network-input px)
-OVERLAP_PROBE_TILE = 32  # the tile core the overlap is measured with: small tiles are the hard case
+OVERLAP_PROBE_TILE = 16  # the tile core the overlap is measured with: small tiles are the hard case
+OVERLAP_PROBE_HEIGHT = 16  # rows of the probe strip (its seam runs across them)
 
 
 @dataclass(frozen=True)
@@ -184,19 +185,24 @@ def natural_image(height: int, width: int, channels: int, seed: int = 0) -> np.n
 def measure_overlap(model: nn.Module, spec: ModelSpec, scale: int, factor: int) -> tuple[int, float]:
     """The smallest overlap (network-input px) at which cross-faded tiles of a natural-statistics probe stay
     within OVERLAP_LEVELS of the whole-image run, and the largest difference there (8-bit levels); the largest
-    candidate and its difference where none does (a global network: whole-image runs are then what is exact)."""
+    candidate and its difference where none does (a global network: whole-image runs are then what is exact).
+
+    Each candidate is looked at on a strip cut into two windows of the engine's shape (core + 2 overlaps,
+    on the step's grid) with one seam between them, blended by the engine's own cross-fade."""
     size = spec.architecture.size
     step = size.multiple_of
     candidates = sorted({-(-c // step) * step for c in OVERLAP_CANDIDATES})
-    tile = -(-OVERLAP_PROBE_TILE // step) * step
-    height, width = size.padded(tile, 2 * tile + 2 * candidates[-1])  # seams along the width only
-    image = torch.from_numpy(natural_image(height, width, spec.channels)).float() * spec.pixel_max
-    canvas = image.permute(2, 0, 1)[None]
+    core = -(-OVERLAP_PROBE_TILE // step) * step
+    height, widest = size.padded(OVERLAP_PROBE_HEIGHT, 2 * (core + 2 * candidates[-1]))
+    image = torch.from_numpy(natural_image(height, widest, spec.channels)).float() * spec.pixel_max
+    difference = math.inf
     with torch.inference_mode():
-        whole = _levels(call_network(spec, model, canvas, scale)[0], spec.pixel_max)
-        difference = math.inf
         for pad in candidates:
+            height, width = size.padded(height, 2 * (core + 2 * pad))  # two cores: window < canvas
+            canvas = image[:height, :width].permute(2, 0, 1)[None]
+            whole = _levels(call_network(spec, model, canvas, scale)[0], spec.pixel_max)
             blend = Blend((height * factor, width * factor, spec.channels), factor, pad)
+            tile = -(-width // 2)
             rows, columns = window_size(height, tile, pad, size), window_size(width, tile, pad, size)
             for cut in windows(height, width, tile, pad, size):
                 window = canvas[..., cut.y0 : cut.y0 + rows, cut.x0 : cut.x0 + columns]
