@@ -210,3 +210,22 @@ def test_upscale_help_says_any_supported_model_file(capsys, monkeypatch) -> None
     code, out, _ = run_cli(["upscale", "--help"], capsys, monkeypatch)
     text = " ".join(out.split())
     assert code == 0 and "Any supported model file" in text and "EDSR, MDSR or VDSR" not in text
+
+
+def test_auto_falls_back_to_torch_where_openvino_fails_and_the_plan_says_so(tmp_path, monkeypatch) -> None:
+    """Where `auto` picks OpenVINO (srcli's folded networks) and the converter fails, the run goes on with torch."""
+    pytest.importorskip("openvino", reason="the OpenVINO backend is an extra: pip install 'srcli[openvino]'")
+    from srcli.engine import upscaler as engine
+    from srcli.engine.devices import Placement
+
+    monkeypatch.setenv("SRCLI_CACHE", str(tmp_path))
+    monkeypatch.setattr(engine, "resolve_placement",
+                        lambda *args, **kwargs: Placement(torch.device("cpu"), torch.float32, "openvino"))
+    spec = ModelSpec(_record(_Untraceable, "untraceable"), {"scale": 2})
+    torch.manual_seed(0)
+    model = _Untraceable().eval()
+    image = np.random.default_rng(1).integers(0, 256, (16, 20, 3), dtype=np.uint8)
+    result = Upscaler(model, 2, UpscaleOptions(device="cpu", backend="auto"), spec=spec).upscale(image)
+    assert result.plan.backend == "torch" and "OpenVINO cannot convert" in (result.plan.backend_fallback or "")
+    with pytest.raises(BackendError):
+        Upscaler(model, 2, UpscaleOptions(device="cpu", backend="openvino"), spec=spec)

@@ -372,6 +372,8 @@ def _plan_note(plan: Plan) -> str:
         notes.append(f"{plan.backoffs} out-of-memory back-off(s)")
     if plan.fallbacks:
         notes.append(f"{plan.fallbacks} batch(es) redone in fp32 after NaN/Inf")
+    if plan.backend_fallback:
+        notes.append(f"ran on torch: {plan.backend_fallback}")
     return ", ".join(notes)
 
 

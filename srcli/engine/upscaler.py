@@ -37,7 +37,7 @@ from srcli.engine.stitch import (
     window_groups,
 )
 from srcli.engine.tiling import TRANSFORMS, Window, dihedral, undo_dihedral, window_size, windows
-from srcli.errors import DeviceError, NonFiniteOutputError, ScaleError
+from srcli.errors import BackendError, DeviceError, NonFiniteOutputError, ScaleError
 from srcli.models import ModelSpec, spec_of
 from srcli.options import UpscaleOptions
 from srcli.paths import cache_home
@@ -73,6 +73,7 @@ class Plan:
     overlap: float = 1.0  # pixels computed / pixels kept: what the tiles' overlap costs (1.0: whole image)
     measured_pad: int | None = None  # the overlap the probe measured for a non-equivariant network (LR px)
     measured_levels: float | None = None  # the probe's largest tiled-vs-whole difference at that overlap (levels)
+    backend_fallback: str | None = None  # why `auto` ran torch after OpenVINO failed on this network
 
     @property
     def forward_batch(self) -> int:
@@ -155,8 +156,14 @@ class Upscaler(Planning):
             runner: FoldedRunner | ModuleRunner = FoldedRunner(fold(model, self.scale), self.channels, self.device)
         else:
             runner = ModuleRunner(model, self.spec, self.scale, self.device)
+        self.backend_fallback: str | None = None
         if self.backend == "openvino":
-            return OpenVINORunner(model, self.spec, self.scale, runner, cache_home() / "openvino")
+            try:
+                return OpenVINORunner(model, self.spec, self.scale, runner, cache_home() / "openvino")
+            except BackendError as error:
+                if self.options.backend != "auto":
+                    raise
+                self.backend, self.backend_fallback = "torch", str(error)  # auto never keeps a failing backend
         return runner
 
     def _forward(self, x: torch.Tensor, plan: Plan) -> torch.Tensor:
@@ -164,7 +171,7 @@ class Upscaler(Planning):
         self._check_budget(x.shape[0], x.shape[2] * x.shape[3])
         budget = self._budget if self._budget is not None else self.memory_budget()
         try:
-            out = self.runner.forward(x, self.dtype, budget)
+            out = self._runner_forward(x, budget, plan)
             if not torch.isfinite(out).all():
                 if self.dtype != torch.float32:
                     plan.fallbacks += 1
@@ -179,6 +186,18 @@ class Upscaler(Planning):
                 raise OutOfMemory from None
             raise
         return out
+
+    def _runner_forward(self, x: torch.Tensor, budget: int, plan: Plan) -> torch.Tensor:
+        """The runner's forward; where `auto` chose OpenVINO and it cannot compile this window, torch from here on
+        (the plan says why)."""
+        try:
+            return self.runner.forward(x, self.dtype, budget)
+        except BackendError as error:
+            if self.options.backend != "auto" or not isinstance(self.runner, OpenVINORunner):
+                raise
+            self.runner, self.backend, self.backend_fallback = self.runner.geometry, "torch", str(error)
+            plan.backend, plan.backend_fallback = self.backend, self.backend_fallback
+            return self.runner.forward(x, self.dtype, budget)
 
     def network_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The network on its own input (NCHW, 0..pixel_max) as the engine runs it: equals `model(x, scale)`."""
@@ -215,7 +234,8 @@ class Upscaler(Planning):
                     precision=precision_name(self.dtype), transforms=8 if self.options.ensemble else 1,
                     exact=self.exact, backend=self.backend,
                     measured_pad=self.receptive_field if measured else None,
-                    measured_levels=self.measured_levels if measured else None)
+                    measured_levels=self.measured_levels if measured else None,
+                    backend_fallback=self.backend_fallback)
 
     # -- pixels in, pixels out ------------------------------------------------------------------------
 
