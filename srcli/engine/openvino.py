@@ -118,11 +118,11 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0][:160]}" if lines else type(error).__name__
 
 
-def _reshapes(model: Any, channels: int) -> bool:
-    """Does a dynamically converted model take another size? Networks that read their input's size as Python
-    ints (DITN's patch views) are traced with the example's sizes frozen into reshapes."""
+def _reshapes(model: Any, spec: ModelSpec) -> bool:
+    """Does a dynamically converted model take another size (one the network accepts)? Networks that read their
+    input's size as Python ints (DITN's patch views) are traced with the example's sizes frozen into reshapes."""
     try:
-        model.clone().reshape([1, channels, 40, 56])
+        model.clone().reshape([2, spec.channels, *spec.architecture.size.padded(40, 56)])
     except RuntimeError:
         return False
     return True
@@ -199,7 +199,7 @@ class OpenVINORunner:
         self._core = ov.Core()
         [converted] = cached_models(ov, folder, parts)
         # Where sizes were frozen, each window shape (batch, height, width) gets its own static conversion.
-        self._per_shape = None if _reshapes(converted, spec.channels) else (ov, folder, parts)
+        self._per_shape = None if _reshapes(converted, spec) else (ov, folder, parts)
         self._model = _channels_last(ov, converted)
         self._compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
 
