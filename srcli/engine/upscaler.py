@@ -94,6 +94,9 @@ class Plan:
         data["tiling"] = self.tiling
         data["overlap"] = round(self.overlap, 3)
         del data["transforms"], data["exact"]
+        for key in ("measured_pad", "measured_levels", "backend_fallback"):  # only where they say something
+            if data[key] is None:
+                del data[key]
         return data
 
 
