@@ -138,11 +138,12 @@ def _record(descriptor: Any) -> Architecture:
 def load(state: dict[str, Any]) -> tuple[nn.Module, ModelSpec]:
     """A state dict of an architecture spandrel knows -> (network in eval mode on the CPU, its spec)."""
     module = spandrel()
+    canonical = module.canonicalize_state_dict(state)  # unwrapped: {'params_ema': {...}} names its inner keys
     try:
         with _no_meshgrid_notice():
-            descriptor = module.ModelLoader().load_from_state_dict(module.canonicalize_state_dict(state))
+            descriptor = module.ModelLoader().load_from_state_dict(canonical)
     except module.UnsupportedModelError:
-        sample = ", ".join(sorted(k for k in state if isinstance(k, str))[:4])
+        sample = ", ".join(sorted(k for k in canonical if isinstance(k, str))[:4])
         raise UnknownArchitectureError(f"unknown architecture: keys like {sample} match no architecture srcli or "
                                        "spandrel knows") from None
     except (KeyError, ValueError, RuntimeError, IndexError, AssertionError) as error:

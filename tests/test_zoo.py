@@ -126,6 +126,8 @@ def test_window_attention_is_tiled_approximately_and_says_so(zoo_files, tmp_path
     assert "approximate tiling" in err
     plan = json.loads(out)["images"][0]["plan"]
     assert plan["tiling"] == "approximate" and plan["tiles"] == 9
+    assert plan["measured_pad"] == plan["tile_pad"] and plan["measured_levels"] <= 2  # measured at load
+    assert "pad measured: probe tiles within" in err
     tiled = read_image(tmp_path / "photo_x2.png").astype(int)
     whole = _spandrel_reference(zoo_files["swinir_x2"], read_image(source)).astype(int)
     assert np.abs(tiled - whole).mean() < 2.0  # cross-faded tiles stay close to the whole-image result

@@ -91,7 +91,9 @@ _Scale = Annotated[int | None, typer.Option(
 )]
 _Model = Annotated[str | None, typer.Option("-m", "--model", help="Catalogue model name (see `srcli models`).")]
 _Weights = Annotated[Path | None, typer.Option(
-    "-w", "--weights", help="A checkpoint file (.pt/.pth, EDSR/MDSR/VDSR; detected from its tensors)."
+    "-w", "--weights",
+    help="Any supported model file (.pt/.pth/.safetensors: srcli's own, or a zoo architecture spandrel reads; "
+    "detected from its tensors).",
 )]
 _Pre = Annotated[list[str] | None, typer.Option(
     "--pre", metavar="MODEL_OR_FILE",
@@ -192,7 +194,7 @@ def upscale_command(
     as_json: _Json = False,
     verbose: _Verbose = False,
 ) -> None:
-    """Upscale images with an EDSR, MDSR or VDSR model (default: srcli's embedded model for the scale).
+    """Upscale images with any supported model file or catalogue model (default: srcli's embedded model for the scale).
 
     Outputs are named [bold]<stem>_x<scale>.<ext>[/] (plus [bold]_<model>[/] for a model other than the
     default and [bold]_ensemble[/] with --ensemble): beside each input file,
@@ -445,6 +447,8 @@ def _plan_note(plan: Plan) -> str:
         notes.append(f"{plan.backoffs} out-of-memory back-off(s)")
     if plan.fallbacks:
         notes.append(f"{plan.fallbacks} batch(es) redone in fp32 after NaN/Inf")
+    if plan.backend_fallback:
+        notes.append(f"ran on torch: {plan.backend_fallback}")
     return ", ".join(notes)
 
 
@@ -460,6 +464,8 @@ def _stage_text(plan: Plan) -> str:
     tiles = f"{plan.tiles} tiles of {plan.tile} px + {plan.pad} pad"
     if plan.tiling == "approximate":
         tiles += ", approximate tiling (cross-faded: this network's tiles cannot be exact)"
+        if plan.measured_pad is not None and plan.measured_levels is not None:
+            tiles += f", pad measured: probe tiles within {plan.measured_levels:g} levels of whole"
     tile = "whole image" if plan.tiles == 1 else tiles
     if plan.tiles > 1:
         tile += f", overlap {round(plan.overlap, 3):.2f}x"

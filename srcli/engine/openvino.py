@@ -25,7 +25,7 @@ from torch import nn
 
 from srcli.engine import cache
 from srcli.engine.folded import FoldedRunner
-from srcli.engine.module import ModuleRunner
+from srcli.engine.module import ModuleRunner, weights_digest
 from srcli.errors import BackendError
 from srcli.files import write_atomic
 from srcli.models.folding import Step, run_reference
@@ -101,29 +101,41 @@ class _Steps(nn.Module):
         return run_reference(self.steps, x)
 
 
-def weights_digest(model: nn.Module) -> str:
-    """sha256 over every tensor of the state dict (names, dtypes, shapes, bytes): the same weights, the same key,
-    wherever they were loaded from."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        value = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
-        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
-    return digest.hexdigest()
-
-
 def cache_key(model: nn.Module, spec: ModelSpec, call_scale: int | None, scale: int, version: str) -> str:
     text = f"{CACHE_FORMAT}|{spec.arch}|{sorted(spec.config.items())}|{call_scale}|x{scale}|{version}|"
     return hashlib.sha256((text + weights_digest(model)).encode()).hexdigest()[:24]
 
 
-def _convert(ov: Any, module: nn.Module, channels: int, pixel_max: float) -> Any:
+def _convert(ov: Any, module: nn.Module, channels: int, pixel_max: float,
+             shape: tuple[int, int, int] | None = None) -> Any:
+    """Convert with a dynamic batch, height and width, or for one (batch, height, width) where `shape` is given;
+    a network the converter cannot take is one BackendError line."""
     module = module.float().cpu().eval()
-    example = torch.rand(1, channels, 24, 24, generator=torch.Generator().manual_seed(0)) * pixel_max
-    with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the frontend traces with torch.jit, which warns that it is deprecated
-        converted = ov.convert_model(module, example_input=example, input=[ov.PartialShape([-1, channels, -1, -1])])
-    return converted
+    batch, height, width = shape or (1, 24, 24)
+    example = torch.rand(batch, channels, height, width, generator=torch.Generator().manual_seed(0)) * pixel_max
+    dimensions = [batch, channels, height, width] if shape else [-1, channels, -1, -1]
+    try:
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the frontend traces with torch.jit, which warns that it is deprecated
+            return ov.convert_model(module, example_input=example, input=[ov.PartialShape(dimensions)])
+    except Exception as error:  # the converter raises many types (OpConversionFailure, RuntimeError, ...)
+        raise BackendError(f"OpenVINO cannot convert this network ({_first_line(error)}); "
+                           "use --backend torch") from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0][:160]}" if lines else type(error).__name__
+
+
+def _reshapes(model: Any, spec: ModelSpec) -> bool:
+    """Does a dynamically converted model take another size (one the network accepts)? Networks that read their
+    input's size as Python ints (DITN's patch views) are traced with the example's sizes frozen into reshapes."""
+    try:
+        model.clone().reshape([2, spec.channels, *spec.architecture.size.padded(40, 56)])
+    except RuntimeError:
+        return False
+    return True
 
 
 def openvino_key(model: nn.Module, spec: ModelSpec, scale: int) -> str:
@@ -238,6 +250,8 @@ class OpenVINORunner:
             self._memory_factor = MODULE_MEMORY_FACTOR
         self._core = ov.Core()
         [converted] = cached_models(ov, key, parts)
+        # Where sizes were frozen, each window shape (batch, height, width) gets its own static conversion.
+        self._per_shape = None if _reshapes(converted, spec) else (ov, key, parts)
         self._model = _channels_last(ov, converted)
         self._compiled: OrderedDict[tuple, Any] = OrderedDict()  # (*shape, dtype) -> (compiled, request)
 
@@ -254,9 +268,12 @@ class OpenVINORunner:
         if key not in compiled:
             while len(compiled) >= SHAPES_KEPT:
                 compiled.popitem(last=False)
-            model = self._model.clone()
-            model.reshape(list(shape))
-            network = self._core.compile_model(model, "CPU", compile_config(dtype))
+            try:
+                model = self._shaped(shape)
+                network = self._core.compile_model(model, "CPU", compile_config(dtype))
+            except RuntimeError as error:
+                raise BackendError(f"OpenVINO cannot run this network at {shape[1]}x{shape[2]} "
+                                   f"({_first_line(error)}); use --backend torch") from None
             compiled[key] = (network, network.create_infer_request())
         elif next(reversed(compiled)) != key:
             compiled.move_to_end(key)
@@ -266,6 +283,18 @@ class OpenVINORunner:
             if other != key:
                 network.release_memory()
         return compiled[key][1]
+
+    def _shaped(self, shape: tuple[int, ...]) -> Any:
+        """The model for one NHWC input shape: the dynamic one reshaped, or a static conversion for that shape."""
+        if self._per_shape is None:
+            model = self._model.clone()
+            model.reshape(list(shape))
+            return model
+        ov, key, parts = self._per_shape
+        batch, height, width = shape[:3]
+        sized = {name: (*part, (batch, height, width)) for name, part in parts.items()}
+        [converted] = cached_models(ov, f"{key}-{batch}x{height}x{width}", sized)
+        return _channels_last(ov, converted)
 
     def forward(self, x: torch.Tensor, dtype: torch.dtype, budget: int) -> torch.Tensor:
         """Normalised input -> float32 output (the global input added in float32 where the network has one); one

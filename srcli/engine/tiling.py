@@ -28,20 +28,24 @@ def window_size(length: int, tile: int, pad: int, size: SizeRequirements = NO_RE
                 extent: int | None = None) -> int:
     """Every window along an axis has this one length: core + 2 pad, grown to what the network accepts, at most
     the axis (which the caller has already padded to an accepted length). Cores cut only `extent` pixels of the
-    axis (the image inside a border margin); the windows may reach into the rest."""
-    window = min(core_length(length if extent is None else extent, tile) + 2 * pad, length)
+    axis (the image inside a border margin); the windows may reach into the rest. A network that takes multiples
+    of a step gets step - 1 more, so that its windows can start on the step's grid (see `_spans`)."""
+    window = min(core_length(length if extent is None else extent, tile) + 2 * pad + size.multiple_of - 1, length)
     return min(size.padded(window, window)[0], length)
 
 
 def _spans(length: int, tile: int, pad: int, size: SizeRequirements,
            first: int = 0, extent: int | None = None) -> list[tuple[int, int, int]]:
     """(core start, core stop, window start) along one axis, cores covering [first, first + extent); edge windows
-    shift inward rather than shrink."""
+    shift inward rather than shrink.
+
+    Windows start on the grid of the network's step: a network that cuts its input into 8x8 patches (DITN) is
+    equivariant only under shifts by 8, so a window on that grid sees the patches the whole image has."""
     extent = length - first if extent is None else extent
     core, window = core_length(extent, tile), window_size(length, tile, pad, size, extent)
-    stop = first + extent
+    stop, step = first + extent, size.multiple_of
     return [
-        (start, min(start + core, stop), min(max(start - pad, 0), length - window))
+        (start, min(start + core, stop), min(max(start - pad, 0) // step * step, length - window))
         for start in range(first, stop, core)
     ]
 

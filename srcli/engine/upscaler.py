@@ -38,7 +38,7 @@ from srcli.engine.stitch import (
     window_groups,
 )
 from srcli.engine.tiling import TRANSFORMS, Window, dihedral, undo_dihedral, window_size, windows
-from srcli.errors import DeviceError, NonFiniteOutputError, ScaleError
+from srcli.errors import BackendError, DeviceError, NonFiniteOutputError, ScaleError
 from srcli.models import ModelSpec, spec_of
 from srcli.models.folding import multiply_adds_per_pixel
 from srcli.options import UpscaleOptions
@@ -53,7 +53,7 @@ CONVERT_AFTER = 1.0e12
 # The least border margin (LR px) along an axis shorter than the receptive field: enough that a flat pixel keeps
 # its colour within 2 levels (a 1 px margin left it 5 levels off with the default x4 model).
 MIN_MARGIN = 8
-APPROXIMATE_PAD = 24  # overlap (LR px) of blended tiles, for networks whose tiles cannot be exact
+APPROXIMATE_PAD = 24  # overlap (LR px) of blended tiles where a runner measured none (see engine.module)
 # How the image is extended past its edges before the network. "zero" is what the papers' networks do (their
 # convolutions pad with zeros: border pixels darken, a black image gets corners up to 31 at x4); the others
 # extend the image by the receptive field first, so every output pixel sees image-like surroundings.
@@ -80,6 +80,9 @@ class Plan:
     exact: bool = True  # False: the network is not translation-equivariant; tiles are cross-faded, not exact
     backend: str = "torch"  # torch | openvino
     overlap: float = 1.0  # pixels computed / pixels kept: what the tiles' overlap costs (1.0: whole image)
+    measured_pad: int | None = None  # the overlap the probe measured for a non-equivariant network (LR px)
+    measured_levels: float | None = None  # the probe's largest tiled-vs-whole difference at that overlap (levels)
+    backend_fallback: str | None = None  # why `auto` ran torch after OpenVINO failed on this network
 
     @property
     def forward_batch(self) -> int:
@@ -100,6 +103,9 @@ class Plan:
         data["tiling"] = self.tiling
         data["overlap"] = round(self.overlap, 3)
         del data["transforms"], data["exact"]
+        for key in ("measured_pad", "measured_levels", "backend_fallback"):  # only where they say something
+            if data[key] is None:
+                del data[key]
         return data
 
 
@@ -143,10 +149,15 @@ class Upscaler(Planning):
         self.runner = self._make_runner(model)
         self.input_factor = 1 if self.upscales_inside else self.scale  # network input px per LR px, per side
         self._out_elements = 3 * (self.scale // self.input_factor) ** 2
-        self.exact = getattr(getattr(self.runner, "geometry", self.runner), "exact", True)
+        geometry = getattr(self.runner, "geometry", self.runner)
+        self.exact = getattr(geometry, "exact", True)
         radius = self.runner.receptive_radius  # in network-input pixels
-        if not self.exact:
+        self.measured_overlap: int | None = getattr(geometry, "measured_overlap", None)  # network-input px
+        self.measured_levels: float | None = getattr(geometry, "measured_levels", None)
+        if not self.exact and self.measured_overlap is None:
             self.receptive_field = APPROXIMATE_PAD
+        elif not self.exact:  # the overlap the probe measured, in LR px
+            self.receptive_field = math.ceil(self.measured_overlap / self.input_factor)
         elif self.upscales_inside:
             self.receptive_field = math.ceil(radius)
         else:  # the bicubic window edge (mirrored, +-2 LR px of kernel) plus the network's reach, in LR px
@@ -163,6 +174,7 @@ class Upscaler(Planning):
             runner: FoldedRunner | ModuleRunner = FoldedRunner(folded, self.channels, self.device)
         else:
             runner = ModuleRunner(model, self.spec, self.scale, self.device)
+        self.backend_fallback: str | None = None
         if self.backend != "openvino":
             return runner
         key = openvino_key(model, self.spec, self.scale) if self.options.backend == "auto" else ""
@@ -174,22 +186,33 @@ class Upscaler(Planning):
             self._work_per_pixel = multiply_adds_per_pixel(net.trunk + net.tail, self.channels)
             self.backend, self._convert_later = "torch", model
             return runner
-        return OpenVINORunner(model, self.spec, self.scale, runner)
+        try:
+            return OpenVINORunner(model, self.spec, self.scale, runner)
+        except BackendError as error:
+            if self.options.backend != "auto":
+                raise
+            self.backend, self.backend_fallback = "torch", str(error)  # auto never keeps a failing backend
+            return runner
 
     def _switch_when_paid(self) -> None:
         """Convert for OpenVINO (auto, not yet cached) once torch has run CONVERT_AFTER multiply-adds here."""
         model = self._convert_later
         if model is None or self._torch_work < CONVERT_AFTER or isinstance(self.runner, OpenVINORunner):
             return
-        self.runner = OpenVINORunner(model, self.spec, self.scale, self.runner)
-        self.backend, self._convert_later = "openvino", None
+        self._convert_later = None
+        try:
+            self.runner = OpenVINORunner(model, self.spec, self.scale, self.runner)
+        except BackendError as error:  # auto never keeps a failing backend: torch goes on
+            self.backend_fallback = str(error)
+            return
+        self.backend = "openvino"
 
     def _forward(self, x: torch.Tensor, plan: Plan) -> torch.Tensor:
         """Normalised input -> float32 output; NaN/Inf in half precision re-runs the batch in fp32."""
         self._check_budget(x.shape[0], x.shape[2] * x.shape[3])
         budget = self._budget if self._budget is not None else self.memory_budget()
         try:
-            out = self.runner.forward(x, self.dtype, budget)
+            out = self._runner_forward(x, budget, plan)
             if not torch.isfinite(out).all():
                 if self.dtype != torch.float32:
                     plan.fallbacks += 1
@@ -204,6 +227,18 @@ class Upscaler(Planning):
                 raise OutOfMemory from None
             raise
         return out
+
+    def _runner_forward(self, x: torch.Tensor, budget: int, plan: Plan) -> torch.Tensor:
+        """The runner's forward; where `auto` chose OpenVINO and it cannot compile this window, torch from here on
+        (the plan says why)."""
+        try:
+            return self.runner.forward(x, self.dtype, budget)
+        except BackendError as error:
+            if self.options.backend != "auto" or not isinstance(self.runner, OpenVINORunner):
+                raise
+            self.runner, self.backend, self.backend_fallback = self.runner.geometry, "torch", str(error)
+            plan.backend, plan.backend_fallback = self.backend, self.backend_fallback
+            return self.runner.forward(x, self.dtype, budget)
 
     def network_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The network on its own input (NCHW, 0..pixel_max) as the engine runs it: equals `model(x, scale)`."""
@@ -235,10 +270,14 @@ class Upscaler(Planning):
     # -- planning (the rest in srcli.engine.planning) --------------------------------------------------
 
     def _new_plan(self, tile: int, pad: int, batch: int, backoffs: int = 0, fallbacks: int = 0) -> Plan:
+        measured = not self.exact and self.measured_overlap is not None
         return Plan(max(0, int(tile)), pad, int(batch), backoffs, fallbacks, device=str(self.device),
                     precision=precision_name(self.dtype), precision_reason=self.placement.reason,
                     transforms=8 if self.options.ensemble else 1,
-                    exact=self.exact, backend=self.backend)
+                    exact=self.exact, backend=self.backend,
+                    measured_pad=self.receptive_field if measured else None,
+                    measured_levels=self.measured_levels if measured else None,
+                    backend_fallback=self.backend_fallback)
 
     # -- pixels in, pixels out ------------------------------------------------------------------------
 
