@@ -221,21 +221,23 @@ def evaluate(
     """
     options = options or UpscaleOptions.for_scoring()
     upscaler: Upscaler | Chain | None = None
+    network_upscaler: Upscaler | None = None
     if network is not None:
         spec = spec or spec_of(network)
         method = method or spec.arch
         spec.check_scale(scale, method, doing="be scored at")
-        upscaler = scoring_upscaler(network, scale, options, spec=spec)
+        upscaler = network_upscaler = scoring_upscaler(network, scale, options, spec=spec)
         if pre:
-            upscaler = Chain(upscaler, pre, str(method))
+            upscaler = Chain(network_upscaler, pre, str(method))
             method = upscaler.label
     elif pre:
         raise SrcliError("restorers (pre) need a network to upscale after them, not bicubic")
     column = reference_column(spec if network is not None else None, options.ensemble)
     result = SetResult(dataset.name, scale, BICUBIC if network is None else str(method), protocol, options.ensemble,
                        reference=reference(dataset.name, scale, column, protocol))
-    if upscaler is not None:
-        result.precision, result.precision_reason = precision_name(upscaler.dtype), upscaler.placement.reason
+    if network_upscaler is not None:  # the upscaler's precision (restorers choose theirs the same way)
+        result.precision = precision_name(network_upscaler.dtype)
+        result.precision_reason = network_upscaler.placement.reason
     return score_pairs(result, dataset.pairs(scale), len(dataset), upscaler, save_dir=save_dir, progress=progress)
 
 

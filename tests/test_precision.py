@@ -161,3 +161,12 @@ def test_eval_precision_is_reported(cli, checkpoint, benchmark_dir):
     assert code == 0, err
     [result] = json.loads(out)["results"]
     assert (result["precision"], result["precision_reason"]) == ("fp32", "fp32: asked for")
+
+
+def test_scoring_runs_in_fp32_unless_asked():
+    """Scores never depend on the machine: eval's default is fp32 even where bf16 measured faster."""
+    from srcli.options import UpscaleOptions
+
+    assert UpscaleOptions.for_scoring().precision == "fp32"
+    assert UpscaleOptions.for_scoring(precision="auto").precision == "auto"
+    assert UpscaleOptions.for_upscale().precision == "auto"

@@ -282,6 +282,6 @@ def test_headless_batch_prints_a_line_per_image_and_where_the_outputs_went(cli, 
 def test_the_progress_bar_shows_an_eta():
     from rich.progress import TimeRemainingColumn
 
-    from srcli.cli.upscale_cmd import _progress
+    from srcli.cli.upscale_view import progress_bars as _progress
 
     assert any(isinstance(column, TimeRemainingColumn) for column in _progress(3).columns)

@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.live import Live
@@ -179,6 +179,22 @@ def _report(result: TrainResult, started: float, validated: bool = True) -> None
     console.print(f"[green]done[/]: {summary}", soft_wrap=True)
 
 
+# The real-photo options, declared once here to keep the command's signature readable.
+Degradation = Annotated[str, typer.Option(
+    "--degradation",
+    help="bicubic (default: the MATLAB bicubic LR, what srcli's models undo) or real: each patch's LR made on "
+    "the fly from its HR (blur, resize, noise, JPEG, twice; Real-ESRGAN style) for real photos.",
+)]
+DegradationSet = Annotated[list[str], typer.Option(
+    "--degradation-set", metavar="NAME=VALUE",
+    help="Change a real-degradation setting, e.g. jpeg_range=40,95 or noise_prob2=0.5 (repeatable; README).",
+)]
+PreviewDegradation = Annotated[int, typer.Option(
+    "--preview-degradation", metavar="N", min=1,
+    help="Write N HR/LR pairs of the real degradations to OUT/degradation-preview.png and exit.",
+)]
+
+
 def train_command(
     ctx: typer.Context,
     recipe: str = typer.Option(None, "--recipe",
@@ -225,19 +241,9 @@ def train_command(
                                    help="Where decoded images and LR are cached (RUN/cache); share between runs."),
     compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
     export_fp16: bool = typer.Option(None, "--export-fp16/--export-fp32", help="Store model.pt in fp16."),
-    degradation: str = typer.Option(
-        None, "--degradation",
-        help="bicubic (default: the MATLAB bicubic LR, what srcli's models undo) or real: each patch's LR made on "
-        "the fly from its HR (blur, resize, noise, JPEG, twice; Real-ESRGAN style) for real photos.",
-    ),
-    degradation_set: list[str] = typer.Option(
-        None, "--degradation-set", metavar="NAME=VALUE",
-        help="Change a real-degradation setting, e.g. jpeg_range=40,95 or noise_prob2=0.5 (repeatable; README).",
-    ),
-    preview_degradation: int = typer.Option(
-        None, "--preview-degradation", metavar="N", min=1,
-        help="Write N HR/LR pairs of the real degradations to OUT/degradation-preview.png and exit.",
-    ),
+    degradation: Degradation = None,
+    degradation_set: DegradationSet = None,
+    preview_degradation: PreviewDegradation = None,
 ) -> None:
     """Train EDSR, MDSR or VDSR with the papers' recipes; resumable, validated, exported.
 

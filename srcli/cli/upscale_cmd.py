@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -11,15 +10,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
 from srcli.cli import common
 from srcli.cli.common import (
@@ -30,10 +20,22 @@ from srcli.cli.common import (
     console,
     download_progress,
     finite,
-    print_error,
     stdout,
 )
 from srcli.cli.hints import jpeg_note
+from srcli.cli.upscale_view import (
+    json_report,
+    outputs_went,
+    plan_note,
+    plan_text,
+    progress_bars,
+    report_failure,
+    report_line,
+    report_single,
+    resize_note,
+    start_line,
+    summary_table,
+)
 from srcli.errors import SrcliError
 from srcli.limits import DEFAULT_MAX_PIXELS
 from srcli.options import UpscaleOptions
@@ -41,7 +43,7 @@ from srcli.options import UpscaleOptions
 if TYPE_CHECKING:  # the core (and torch) loads when a command runs, never for --help
     from srcli import weights
     from srcli.batch import Found, ImageResult, Job, Shard, Summary
-    from srcli.engine import Plan, Upscaler
+    from srcli.engine import Upscaler
     from srcli.pipeline import ImagePipeline, Stage
 
 _UNITS = {"k": 1e3, "m": 1e6, "mp": 1e6, "g": 1e9, "gp": 1e9}
@@ -229,7 +231,7 @@ def upscale_command(
     found, problems = collect_inputs(inputs, recursive)
     if not found:
         for problem in problems:
-            _report_failure(problem)
+            report_failure(problem)
         raise SystemExit(1)
     outputs = _Outputs(output, output_format, quality, recursive, suffix,
                        "skip" if skip_existing else "overwrite" if overwrite else "refuse",
@@ -302,7 +304,7 @@ def _upscale(shard: Shard, inputs: tuple[list[Found], list[ImageResult]],
     lone = len(jobs) + len(problems) == 1
     if shard.rank == 0:
         for problem in problems:
-            _report_failure(problem)
+            report_failure(problem)
         if note := jpeg_note((job.source for job in jobs), resolved.entry, scale):
             console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True, highlight=False)
         if not lone:
@@ -318,7 +320,7 @@ def _upscale(shard: Shard, inputs: tuple[list[Found], list[ImageResult]],
 def _announce(count: int, label: str, scale: int, model: str, upscaler: Upscaler, shard: Shard) -> None:
     """The heading of a run over several images: how many, at what scale, with what, where."""
     where = f", {shard.world} processes" if shard.world > 1 else ""
-    note = _resize_note(scale, label)
+    note = resize_note(scale, label)
     resize = f" ({note})" if note else ""
     heading = f"upscaling {count} image(s) x{label} with {escape(model)}{resize} on {_engine(upscaler)}"
     console.print(heading + where, soft_wrap=True)
@@ -336,7 +338,7 @@ def _run_with_progress(mine: list[Job], pipeline: ImagePipeline, outputs: _Outpu
     from srcli.batch import BatchCallbacks, run_jobs
 
     upscaler = pipeline.upscaler
-    with _progress(len(mine)) as progress:
+    with progress_bars(len(mine)) as progress:
         images = progress.add_task("images", total=len(mine))
         tiles = progress.add_task("", total=None, visible=False)
 
@@ -347,7 +349,7 @@ def _run_with_progress(mine: list[Job], pipeline: ImagePipeline, outputs: _Outpu
                 progress.console.print(f"{escape(str(job.source))}: x{upscaler.scale} on {_engine(upscaler)}, "
                                        f"tile {tile}...", soft_wrap=True)
             elif not console.is_terminal:
-                _start_line(job, upscaler.scale)
+                start_line(job, upscaler.scale)
 
         def tile_done(done: int, total: int) -> None:
             progress.update(tiles, completed=done, total=total)
@@ -356,12 +358,12 @@ def _run_with_progress(mine: list[Job], pipeline: ImagePipeline, outputs: _Outpu
             progress.update(tiles, visible=False)
             progress.advance(images)
             if not lone and not console.is_terminal:  # logs and pipes: one line per image instead of a bar
-                _report_line(result)
+                report_line(result)
             shown = result.status == "written" and result.plan is not None and not lone
-            if shown and (outputs.verbose or _plan_note(result.plan)):
-                progress.console.print(f"{escape(result.source)}: {_plan_text(result.plan)}", soft_wrap=True)
+            if shown and (outputs.verbose or plan_note(result.plan)):
+                progress.console.print(f"{escape(result.source)}: {plan_text(result.plan)}", soft_wrap=True)
             if result.status == "failed":
-                _report_failure(result)
+                report_failure(result)
             for warning in result.warnings:
                 progress.console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
 
@@ -373,174 +375,12 @@ def _render(summary: Summary, model: str, scale: int, label: str, pipeline: Imag
             outputs: _Outputs, lone: bool) -> None:
     """--json on stdout; the one image's line or the summary table on stderr."""
     if outputs.as_json:
-        stdout.print_json(json.dumps(_json(summary, model, scale, label, pipeline, shard)))
+        stdout.print_json(json.dumps(json_report(summary, model, scale, label, pipeline, shard)))
     if lone:
         made_by = pipeline.chain.label + (", --ensemble x8" if pipeline.upscaler.options.ensemble else "")
-        _report_single(summary.results[0], made_by, outputs.verbose, _resize_note(scale, label))
+        report_single(summary.results[0], made_by, outputs.verbose, resize_note(scale, label))
         return
-    console.print(_summary_table(summary))
-    destination = _destination(summary)
-    if destination:
-        console.print(destination, soft_wrap=True, markup=False)
-
-
-def _progress(total: int) -> Progress:
-    """Bars only on a terminal: logs and pipes get the summary, not a stream of redraws."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    )
-
-
-START_LINE_PIXELS = 1_000_000  # inputs from here on take seconds or more: logs say when one begins
-
-
-def _start_line(job: Job, scale: int) -> None:
-    """Logs and pipes have no bar: a large image gets a line when it starts, so a long silence is explained."""
-    from srcli.imageio import header_size
-
-    try:
-        with open(job.source, "rb") as handle:
-            size = header_size(handle.read(1 << 16))
-    except OSError:
-        return
-    if size is None or size[0] * size[1] < START_LINE_PIXELS:
-        return
-    console.print(f"upscaling {job.source} ({size[0]}x{size[1]}, x{scale} model)...", soft_wrap=True, markup=False)
-
-
-def _report_line(result: ImageResult) -> None:
-    """One finished image, for logs: name, sizes and seconds (failures have their own error line)."""
-    if result.status == "written" and result.input_size and result.output_size:
-        (w, h), (ow, oh) = result.input_size, result.output_size
-        console.print(f"{result.source} -> {result.target} ({w}x{h} -> {ow}x{oh}, {result.seconds:.1f} s)",
-                      soft_wrap=True, markup=False)
-    elif result.status == "skipped":
-        console.print(f"skipped {result.source}: {result.target} exists", soft_wrap=True, markup=False)
-
-
-def _destination(summary: Summary) -> str:
-    """Where the outputs went: one folder, or how many under which common folder."""
-    folders = sorted({str(Path(r.target).parent) for r in summary.results if r.status == "written"})
-    if not folders:
-        return ""
-    if len(folders) == 1:
-        return f"outputs in {folders[0]}{os.sep}"
-    return f"outputs in {len(folders)} folders under {os.path.commonpath(folders)}{os.sep}"
-
-
-def _report_failure(result: ImageResult) -> None:
-    print_error(result.error or "failed")
-
-
-def _plan_note(plan: Plan) -> str:
-    """What a user should hear about even without --verbose: the engine had to change its plan."""
-    notes = []
-    if plan.backoffs:
-        notes.append(f"{plan.backoffs} out-of-memory back-off(s)")
-    if plan.fallbacks:
-        notes.append(f"{plan.fallbacks} batch(es) redone in fp32 after NaN/Inf")
-    if plan.backend_fallback:
-        notes.append(f"ran on torch: {plan.backend_fallback}")
-    return ", ".join(notes)
-
-
-def _plan_text(plan: Plan) -> str:
-    """How the engine ran: the upscaler's plan, or each stage's in turn for a chain (--pre)."""
-    stages = getattr(plan, "stages", None)
-    if not stages:
-        return _stage_text(plan)
-    return " -> ".join(f"{escape(stage.label)}: {_stage_text(each)}" for stage, each in stages)  # own notes each
-
-
-def _stage_text(plan: Plan) -> str:
-    tiles = f"{plan.tiles} tiles of {plan.tile} px + {plan.pad} pad"
-    if plan.tiling == "approximate":
-        tiles += ", approximate tiling (cross-faded: this network's tiles cannot be exact)"
-        if plan.measured_pad is not None and plan.measured_levels is not None:
-            tiles += f", pad measured: probe tiles within {plan.measured_levels:g} levels of whole"
-    tile = "whole image" if plan.tiles == 1 else tiles
-    if plan.tiles > 1:
-        tile += f", overlap {round(plan.overlap, 3):.2f}x"
-    text = f"{_engine_label(plan)}, {tile}, batch {plan.forward_batch}"
-    if plan.precision_reason:
-        text += f", {plan.precision_reason}"
-    note = _plan_note(plan)
-    return f"{text}; [yellow]{note}[/]" if note else text
-
-
-def _resize_note(scale: int, label: str) -> str:
-    """Said whenever the final size is not the model's own: the user should know a resize was involved."""
-    return "" if label == str(scale) else f"x{scale} model + resize to x{label}"
-
-
-def _engine_label(plan: Plan) -> str:
-    return f"{plan.device} {plan.precision} {plan.backend}"
-
-
-def _report_single(result: ImageResult, model: str, verbose: bool, resize: str = "") -> None:
-    if result.status == "written" and result.input_size and result.output_size:
-        (w, h), (ow, oh) = result.input_size, result.output_size
-        plan = result.plan
-        # bicubic is a resize, whatever device and backend carried it: naming them would suggest a network ran
-        where = f" on {_engine_label(plan)}" if plan and not model.startswith("bicubic") else ""
-        resize = f", {resize}" if resize else ""
-        console.print(
-            f"wrote {escape(result.target)} ({w}x{h} -> {ow}x{oh}, {escape(model)}{where}{resize}, "
-            f"{result.seconds:.1f} s)",
-            soft_wrap=True,
-        )
-        if plan and (verbose or _plan_note(plan)):
-            console.print(f"engine: {_plan_text(plan)}", soft_wrap=True)
-    elif result.status == "skipped":
-        console.print(f"skipped {escape(result.source)}: {escape(result.target)} exists", soft_wrap=True)
-
-
-def _summary_table(summary: Summary) -> Table:
-    table = Table(title="upscale summary", title_justify="left")
-    for column in ("written", "skipped", "failed", "MP in", "MP out", "seconds", "MP out/s"):
-        table.add_column(column, justify="right")
-    rate = summary.megapixels_out / summary.seconds if summary.seconds else 0.0
-    failed = summary.count("failed")
-    table.add_row(
-        str(summary.count("written")),
-        str(summary.count("skipped")),
-        f"[red]{failed}[/]" if failed else "0",
-        f"{summary.megapixels_in:.2f}",
-        f"{summary.megapixels_out:.2f}",
-        f"{summary.seconds:.1f}",
-        f"{rate:.2f}",
-    )
-    return table
-
-
-def _json(summary: Summary, model: str, scale: int, label: str, pipeline: ImagePipeline, shard: Shard) -> dict:
-    from srcli.engine import precision_name
-
-    upscaler = pipeline.upscaler
-    return {
-        "model": model,
-        "stages": [stage.to_dict() for stage in pipeline.chain.stages],
-        "scale": scale,
-        "output_scale": float(label) if "." in label else int(label),
-        "device": str(upscaler.device),
-        "precision": precision_name(upscaler.dtype),
-        "precision_reason": upscaler.placement.reason,
-        "backend": upscaler.backend,
-        "ensemble": upscaler.options.ensemble,
-        "processes": shard.world,
-        "written": summary.count("written"),
-        "skipped": summary.count("skipped"),
-        "failed": summary.count("failed"),
-        "megapixels_in": round(summary.megapixels_in, 6),
-        "megapixels_out": round(summary.megapixels_out, 6),
-        "seconds": round(summary.seconds, 3),
-        "images": [result.to_json() for result in summary.results],
-    }
+    console.print(summary_table(summary))
+    where = outputs_went(summary)
+    if where:
+        console.print(where, soft_wrap=True, markup=False)
