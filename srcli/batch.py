@@ -267,7 +267,7 @@ def _check_targets(jobs: list[Job], existing: str) -> None:
 class BatchCallbacks:
     """How the caller follows a batch: an image starts, its tiles progress, it ends."""
 
-    image_started: Callable[[Job], None] | None = None
+    image_started: Callable[[Job, tuple[int, int] | None], None] | None = None  # (job, (w, h) once read)
     tile_progress: ProgressCallback | None = None
     image_done: Callable[[ImageResult], None] | None = None
 
@@ -293,8 +293,8 @@ def run_jobs(
     for group in _groups(jobs, max_pixels):
         upscaled, share = _upscale_group(pipeline, [image for _, image in group])
         for (job, image), done in zip(group, upscaled, strict=True):
-            if callbacks.image_started:
-                callbacks.image_started(job)
+            if callbacks.image_started:  # the size once read; None where the image's own run will report it
+                callbacks.image_started(job, None if image is None else _size(image))
             result = _run_one(job, pipeline, quality, max_pixels, callbacks.tile_progress, image, done)
             result.rank, result.seconds = rank, result.seconds + share
             results.append(result)

@@ -165,7 +165,7 @@ def eval_command(
 
       srcli eval div2k-valid10 --model edsr-baseline -s 2 --protocol div2k-rgb
 
-      srcli eval set5 --precision bf16       (what bf16 costs: compare with --precision fp32)
+      srcli eval set5 --precision bf16     (its cost against the fp32 default)
     """
     from srcli.datasets import dataset_spec
     from srcli.evaluate import BICUBIC

@@ -265,7 +265,7 @@ def train_command(
 
       torchrun --nproc-per-node 4 -m srcli train --data div2k --out runs/r
 
-      srcli train -s 4 --data div2k --degradation real --preview-degradation 8 --out runs/real
+      srcli train -s 4 --data div2k --degradation real --preview-degradation 8
     """
     from srcli.training import Trainer, configure
 

@@ -342,14 +342,14 @@ def _run_with_progress(mine: list[Job], pipeline: ImagePipeline, outputs: _Outpu
         images = progress.add_task("images", total=len(mine))
         tiles = progress.add_task("", total=None, visible=False)
 
-        def started_image(job: Job) -> None:
+        def started_image(job: Job, size: tuple[int, int] | None) -> None:
             progress.reset(tiles, total=None, description=job.source.name, visible=True)
             if outputs.verbose:  # the plan as far as it is known before the work; the tiles follow with the result
                 tile = "auto" if upscaler.options.tile is None else upscaler.options.tile
                 progress.console.print(f"{escape(str(job.source))}: x{upscaler.scale} on {_engine(upscaler)}, "
                                        f"tile {tile}...", soft_wrap=True)
             elif not console.is_terminal:
-                start_line(job, upscaler.scale)
+                start_line(job, size, upscaler.scale)
 
         def tile_done(done: int, total: int) -> None:
             progress.update(tiles, completed=done, total=total)

@@ -43,15 +43,9 @@ def progress_bars(total: int) -> Progress:
 START_LINE_PIXELS = 1_000_000  # inputs from here on take seconds or more: logs say when one begins
 
 
-def start_line(job: Job, scale: int) -> None:
-    """Logs and pipes have no bar: a large image gets a line when it starts, so a long silence is explained."""
-    from srcli.imageio import header_size
-
-    try:
-        with open(job.source, "rb") as handle:
-            size = header_size(handle.read(1 << 16))
-    except OSError:
-        return
+def start_line(job: Job, size: tuple[int, int] | None, scale: int) -> None:
+    """Logs and pipes have no bar: a large image gets a line when it starts, so a long silence is explained. Only
+    an image that was read (`size`, width x height): one that cannot be read gets its one error line instead."""
     if size is None or size[0] * size[1] < START_LINE_PIXELS:
         return
     console.print(f"upscaling {job.source} ({size[0]}x{size[1]}, x{scale} model)...", soft_wrap=True, markup=False)
