@@ -238,3 +238,18 @@ def test_embedded_name_may_not_shadow_an_official_one(embedded_folder, baseline_
     weights.embed(checkpoint, "edsr-baseline-x2", embedded_folder)
     with pytest.raises(CheckpointError, match="used twice"):
         weights.catalogue()
+
+
+def test_a_verified_catalogue_file_skips_the_skeleton_check(monkeypatch):
+    """The meta-device skeleton (over a second of a small job's cold start) is for files of unknown origin; a file
+    that just matched its catalogue sha256 is known to fit."""
+    from srcli.weights import checkpoints, default_model, find
+
+    calls = []
+    original = checkpoints._check_declared
+    monkeypatch.setattr(checkpoints, "_check_declared", lambda *args: calls.append(1) or original(*args))
+    path = find(default_model(2)).local_path()
+    checkpoints.load_checkpoint(path, verified=True)
+    assert calls == []
+    checkpoints.load_checkpoint(path)
+    assert calls == [1]

@@ -100,9 +100,10 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({str(error).splitlines()[0]})") from None
 
 
-def _build_checkpoint(path: Path, state: dict[str, Any]) -> tuple[nn.Module, ModelSpec]:
+def _build_checkpoint(path: Path, state: dict[str, Any], verified: bool = False) -> tuple[nn.Module, ModelSpec]:
     """srcli's records first (the file recognised once), then spandrel's detector; every failure is one
-    CheckpointError naming the file."""
+    CheckpointError naming the file. A `verified` file (a catalogue sha256) skips the declared-size check: its
+    layout is known, and the meta-device skeleton costs more than a second of a small job's cold start."""
     try:
         spec, tensors = normalise_state_dict(state)
     except UnknownArchitectureError as unknown:
@@ -110,7 +111,8 @@ def _build_checkpoint(path: Path, state: dict[str, Any]) -> tuple[nn.Module, Mod
     except CheckpointError as error:
         raise CheckpointError(f"{path}: {error}") from None
     try:
-        _check_declared(spec, tensors)
+        if not verified:
+            _check_declared(spec, tensors)
         return load_tensors(spec, tensors), spec
     except CheckpointError as error:
         raise CheckpointError(f"{path}: {error}") from None
@@ -178,7 +180,7 @@ def load_checkpoint(path: Path, *, verified: bool = False) -> tuple[nn.Module, M
     (the `srcli[zoo]` extra), and without spandrel the error says which extra to install. `verified`: the file
     matched a catalogue sha256 just now, so its weights are known finite and are not scanned again.
     """
-    model, spec = _build_checkpoint(path, read_state_dict(path))
+    model, spec = _build_checkpoint(path, read_state_dict(path), verified)
     damaged = None if verified else non_finite_tensor(model.state_dict())
     if damaged is not None:  # such weights turn every image black (NaN) or white (Inf)
         raise CheckpointError(f"{path}: tensor {damaged} holds NaN or infinite values; these weights are damaged "
