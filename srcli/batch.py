@@ -445,6 +445,7 @@ def gather_results(shard: Shard, results: list[ImageResult]) -> list[ImageResult
     return sorted(merged, key=lambda result: result.source)
 
 
-def leave_shard(shard: Shard) -> None:
+def leave_shard(shard: Shard, finished: bool) -> None:
+    """Leave torchrun's group; `finished` when this rank ran its share to the end (see distributed.stop)."""
     if shard.world > 1:
-        distributed.stop()
+        distributed.stop(finished)

@@ -51,9 +51,21 @@ def start(ranks: Ranks, backend: str = "gloo") -> bool:
     return True
 
 
-def stop() -> None:
-    """Leave the process group, if there is one."""
+def stop(finished: bool) -> None:
+    """Leave the process group, if there is one.
+
+    `finished`: every rank got here the normal way, with no collective outstanding. Then all ranks meet first,
+    so none closes its connections while a peer still reads from them, and the group's worker threads are
+    freed now rather than during interpreter shutdown (where gloo can abort the process after a run that
+    succeeded). After a failure a peer may never arrive, so the group is left without meeting.
+    """
+    import gc
+
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
+    gc.collect()

@@ -259,18 +259,21 @@ def _upscale_sharded(inputs: tuple[list[Found], list[ImageResult]], models: tupl
 
     model, weights_path, pre = models
     shard = join_shard()
+    finished = False
     try:
         options = replace(options, device=_shard_device(options.device, shard))
         stages = [restorer(*resolve_model(name, None, None, mirror), options) for name in pre]
         resolved, scale = resolve_model(model, weights_path, scale, mirror, options.outscale)
-        return _upscale(shard, inputs, (resolved, stages), scale, options, outputs)
+        code = _upscale(shard, inputs, (resolved, stages), scale, options, outputs)
+        finished = True
+        return code
     except KeyboardInterrupt:
         # Handled here so the exit status is 130 whatever the framework does with KeyboardInterrupt.
         console.print("[yellow]interrupted[/]: finished images are kept; no partial file was left behind. "
                       "Run the same command with --skip-existing to do the rest", soft_wrap=True)
         return 130
     finally:
-        leave_shard(shard)
+        leave_shard(shard, finished)
 
 
 def _shard_device(device: str, shard: Shard) -> str:

@@ -243,15 +243,18 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         owns_group = distributed.start(self.ranks, "nccl" if device.type == "cuda" else "gloo")
         created = self.is_main and not self.run_dir.exists()
+        finished = False
         try:
-            return self._run(device, dtype, val_data)
+            result = self._run(device, dtype, val_data)
+            finished = True
+            return result
         except TrainingError:
             if created and not (self.run_dir / "latest.pt").exists():
                 shutil.rmtree(self.run_dir, ignore_errors=True)  # a refused run leaves nothing behind
             raise
         finally:
             if owns_group:
-                distributed.stop()
+                distributed.stop(finished)
 
     def _run(self, device: torch.device, dtype: torch.dtype | None, val_data: Dataset | None) -> TrainResult:
         config = self.config
