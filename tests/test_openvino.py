@@ -163,6 +163,29 @@ def test_auto_is_openvino_on_the_cpu_where_installed(openvino) -> None:
     assert choose_backend("auto", torch.device("cpu"), torch.float32) == "openvino"
 
 
+def test_a_small_auto_run_never_imports_openvino(openvino, tmp_path) -> None:
+    """auto runs torch until a conversion pays, so a cold start does not pay OpenVINO's import (about 0.1 s)."""
+    source = write_image(tmp_path / "photo.png")
+    probe = ("import runpy, sys\n"
+             "sys.argv = ['srcli', *sys.argv[1:]]\n"
+             "try:\n    runpy.run_module('srcli', run_name='__main__')\n"
+             "except SystemExit as done:\n    assert not done.code, done.code\n"
+             "print('openvino imported:', 'openvino' in sys.modules)\n")
+    env = {**os.environ, "SRCLI_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-c", probe, "upscale", str(source), "--scale", "2", "--precision", "fp32"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "openvino imported: False" in done.stdout
+    assert openvino.openvino_available()
+
+
+def test_the_cache_key_version_is_the_installed_one(openvino) -> None:
+    from importlib.metadata import version
+
+    assert openvino.openvino_version() == version("openvino")
+    assert openvino.openvino_version() in openvino.load_openvino().get_version()
+
+
 # --- without the extra ---------------------------------------------------------------------------------------
 
 _WITHOUT_OPENVINO = (

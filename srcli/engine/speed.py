@@ -97,9 +97,9 @@ def probe_key(backend: str) -> str:
     """What a measurement holds for: this CPU (model and flags: VMs share model names), torch, the backend."""
     parts = [f"v{FORMAT}", cpu_model(), "+".join(cpu_flags()), f"torch {torch.__version__}", backend]
     if backend == "openvino":
-        from srcli.engine.openvino import load_openvino
+        from srcli.engine.openvino import openvino_version
 
-        parts.append(f"openvino {load_openvino().get_version()}")
+        parts.append(f"openvino {openvino_version()}")
     return "|".join(parts)
 
 
