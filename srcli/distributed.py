@@ -6,6 +6,7 @@ process runs alone and every call here is a no-op.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -66,6 +67,7 @@ def stop(finished: bool) -> None:
     if not (dist.is_available() and dist.is_initialized()):
         return
     if finished:
-        dist.barrier()
+        with contextlib.suppress(RuntimeError):  # a peer that failed has left: nobody to wait for
+            dist.barrier()
     dist.destroy_process_group()
     gc.collect()
