@@ -63,6 +63,20 @@ def test_openvino_is_within_one_level_of_torch_and_tiles_exactly(openvino, prese
     assert np.abs(whole.astype(int) - torch_out.astype(int)).max() <= 1
 
 
+def test_a_runner_runs_the_model_it_is_given(openvino, cache) -> None:
+    """use_model swaps the converted network (how a quantised copy would run): the next image runs the new one."""
+    options = UpscaleOptions(device="cpu", backend="openvino", tile=0)
+    torch.manual_seed(1)
+    other = build("edsr-baseline", scale=2, blocks=1).eval()
+    first = Upscaler(_seeded("edsr-baseline", scale=2, blocks=1), 2, options)
+    second = Upscaler(other, 2, options)
+    image = _image(20, 24, seed=4)
+    before, expected = first.upscale(image).image, second.upscale(image).image
+    assert not np.array_equal(before, expected)
+    first.runner.use_model(second.runner.model)
+    assert np.array_equal(first.upscale(image).image, expected)
+
+
 def test_openvino_ensemble_batches_and_tiles_exactly(openvino) -> None:
     model, image = _seeded("edsr-baseline", scale=2, blocks=1), _image(30, 30, seed=3)
     whole = Upscaler(model, 2, UpscaleOptions(device="cpu", backend="openvino", ensemble=True, tile=0)).upscale(image)

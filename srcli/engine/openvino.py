@@ -269,6 +269,16 @@ class OpenVINORunner:
         self._model = _channels_last(ov, converted)
         self._compiled: OrderedDict[tuple, Any] = OrderedDict()  # (*shape, dtype) -> (compiled, request)
 
+    @property
+    def model(self) -> Any:
+        """The converted network (an ov.Model taking NHWC input of any size) that each window shape compiles."""
+        return self._model
+
+    def use_model(self, model: Any) -> None:
+        """Run `model` (same inputs and outputs, e.g. a quantised copy of `model`) from the next window on."""
+        self._model, self._per_shape = model, None
+        self._compiled.clear()
+
     def bytes_per_pixel(self, dtype: torch.dtype) -> float:
         return self._memory_factor * self.geometry.bytes_per_pixel(torch.float32)  # f32 whatever the engine's dtype
 
