@@ -1,10 +1,11 @@
 """What int8 would give on this CPU: OpenVINO fp32 against NNCF post-training int8 of the same converted network,
 Set5 PSNR (the paper's protocol) and speed side by side in one run. A feasibility measurement for an opt-in
-`--precision int8`; srcli does not ship int8 yet.
+`--precision int8`, and how its files are made.
 
     pip install nncf                                   # not an srcli dependency
     python benchmarks/bench_int8.py                    # the default model at x2, x3 and x4
     python benchmarks/bench_int8.py --scales 4 --images 100
+    python benchmarks/bench_int8.py --write            # also (re)write weights/int8/ for the scales within the gate
 
 Calibration: 48x48 LR patches (the papers' training patch) from the 291 training images (T91 + BSD200, never a
 benchmark image), bicubic-downscaled as srcli trains, through the network's own input normalisation. Two
@@ -16,6 +17,8 @@ The shared fixtures folder is $SRCLI_SHARED (default ../shared beside the reposi
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import random
 import sys
@@ -33,12 +36,15 @@ sys.path.insert(0, str(HERE.parent))
 from bench_coldstart import cpu_description  # noqa: E402
 
 from srcli.datasets import dataset_spec, open_dataset  # noqa: E402
+from srcli.engine.module import weights_digest  # noqa: E402
 from srcli.engine.openvino import OpenVINORunner  # noqa: E402
 from srcli.evaluate import SetResult, score_pairs, scoring_upscaler  # noqa: E402
 from srcli.resize import imresize  # noqa: E402
 from srcli.weights import resolve  # noqa: E402
 
 PATCH = 48
+GATE_DB = 0.05  # the most Set5 PSNR an int8 file may cost against fp32 to be shipped
+INT8_DIR = HERE.parent / "weights" / "int8"
 
 
 def shared_folder() -> Path:
@@ -82,11 +88,31 @@ def measure(upscaler: object, dataset: object, scale: int, image: np.ndarray) ->
     return float(np.mean([row.psnr for row in result.rows])), time.perf_counter() - started
 
 
+def write(nncf: object, model: object, name: str, scale: int, digest: str, psnr: tuple[float, float],
+          patches: int) -> dict:
+    """Save the int8 network beside srcli's weights; its manifest record."""
+    import openvino
+
+    stem = f"{name.replace('-', '_')}_x{scale}_int8"
+    INT8_DIR.mkdir(parents=True, exist_ok=True)
+    openvino.save_model(model, str(INT8_DIR / f"{stem}.xml"), compress_to_fp16=False)
+    files = {suffix: f"{stem}.{suffix}" for suffix in ("xml", "bin")}
+    return {
+        "model": name, "scale": scale, "weights_digest": digest, **files,
+        **{f"{suffix}_sha256": hashlib.sha256((INT8_DIR / file).read_bytes()).hexdigest()
+           for suffix, file in files.items()},
+        "set5_psnr_fp32": round(psnr[0], 4), "set5_psnr_int8": round(psnr[1], 4),
+        "made_with": f"openvino {openvino.get_version()}, nncf {nncf.__version__}",
+        "calibration": f"{patches} 48x48 LR patches of T91 + BSD200; first and last two convolutions in fp32",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="srcli-mdsr-baseline")
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--images", type=int, default=291, help="training images to take calibration patches from")
+    parser.add_argument("--write", action="store_true", help=f"write weights/int8/ for scales costing <= {GATE_DB} dB")
     arguments = parser.parse_args()
     try:
         import nncf
@@ -96,6 +122,7 @@ def main() -> None:
         raise SystemExit(f"{shared_folder()} has no datasets/train: set SRCLI_SHARED to the shared fixtures folder")
     dataset = open_dataset(dataset_spec("set5"), shared_folder() / "datasets")
     image = np.random.default_rng(0).integers(0, 256, (320, 480, 3), dtype=np.uint8)
+    records = []
     print(f"{arguments.model}: OpenVINO fp32 vs NNCF int8   [{cpu_description()}; load {os.getloadavg()[0]:.1f}]")
     for scale in arguments.scales:
         resolved = resolve(arguments.model, scale, offline=True)
@@ -113,6 +140,12 @@ def main() -> None:
             label = "int8, ends fp32" if keep_ends else "int8, all convs"
             print(f"  x{scale} {label:24s} Set5 {q_psnr:7.3f} dB ({q_psnr - psnr:+.3f})  480x320 {q_seconds:5.2f} s "
                   f"(x{seconds / q_seconds:.2f})   {len(patches)} patches, quantised in {took:.0f} s")
+            if arguments.write and keep_ends and psnr - q_psnr <= GATE_DB:
+                records.append(write(nncf, runner.model, arguments.model, scale, weights_digest(resolved.model),
+                                     (psnr, q_psnr), len(patches)))
+    if arguments.write:
+        (INT8_DIR / "manifest.json").write_text(json.dumps({"format": 1, "models": records}, indent=2) + "\n")
+        print(f"wrote {INT8_DIR / 'manifest.json'}: " + ", ".join(f"x{r['scale']}" for r in records))
 
 
 if __name__ == "__main__":

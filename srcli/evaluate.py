@@ -23,7 +23,7 @@ import numpy as np
 from torch import nn
 
 from srcli.datasets import Dataset, ImagePair
-from srcli.engine import Upscaler, precision_name
+from srcli.engine import Upscaler
 from srcli.errors import SrcliError
 from srcli.imageio import write_image
 from srcli.metrics import psnr, quantize, rgb_to_y, ssim
@@ -236,7 +236,7 @@ def evaluate(
     result = SetResult(dataset.name, scale, BICUBIC if network is None else str(method), protocol, options.ensemble,
                        reference=reference(dataset.name, scale, column, protocol))
     if network_upscaler is not None:  # the upscaler's precision (restorers choose theirs the same way)
-        result.precision = precision_name(network_upscaler.dtype)
+        result.precision = network_upscaler.placement.precision
         result.precision_reason = network_upscaler.placement.reason
     return score_pairs(result, dataset.pairs(scale), len(dataset), upscaler, save_dir=save_dir, progress=progress)
 

@@ -38,5 +38,9 @@ class UpscaleOptions:
         """What scoring runs with: the whole LR image at once (scores never depend on memory), the papers' zero
         padding (what the published numbers were scored with), fp32 (scores never depend on the machine: bf16 or
         fp16 is asked for, to see its cost) and torch unless asked (scores never depend on an optional package;
-        training's validation never converts weights that change every time)."""
-        return cls(**{"tile": 0, "backend": "torch", "precision": "fp32", **overrides})
+        training's validation never converts weights that change every time). int8 exists only on OpenVINO, so
+        scoring int8 runs OpenVINO."""
+        chosen = {"tile": 0, "backend": "torch", "precision": "fp32", **overrides}
+        if chosen["precision"] == "int8" and chosen["backend"] == "torch":
+            chosen["backend"] = "openvino"
+        return cls(**chosen)

@@ -32,3 +32,9 @@ def cache_home() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("srcli", appauthor=False))
+
+
+def shipped_dirs() -> list[Path]:
+    """Where the files shipped with srcli (weights/) are: inside the installed package first, then the checkout."""
+    package = Path(__file__).resolve().parent
+    return [package / "_weights", package.parent / "weights"]

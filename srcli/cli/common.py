@@ -211,7 +211,7 @@ def refuse_flag_values(inputs: list[str]) -> None:
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 Precision = Annotated[str, typer.Option(
     "--precision", help="auto (fp16 on CUDA; bf16 on a CPU where it measured faster, else fp32), fp32, bf16, "
-    "fp16 (GPU only).",
+    "fp16 (GPU only), int8 (CPU with OpenVINO: the shipped int8 networks, see srcli models; ~3.5x fp32).",
 )]
 
 

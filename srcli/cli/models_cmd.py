@@ -45,13 +45,20 @@ def _as_record(entry: weights.Weights) -> dict[str, Any]:
     record = entry.meta
     record["metrics"] = {dataset: {str(s): score for s, score in per_scale.items()}
                          for dataset, per_scale in record["metrics"].items()}
+    from srcli.engine import int8
+
     record.update(status=entry.status(), path=str(entry.local_path()) if entry.has_file else None)
+    record["int8"] = [
+        {"scale": network.scale, "set5_psnr": network.psnr_int8, "set5_cost_db": round(network.cost_db, 4)}
+        for network in int8.shipped() if network.model == entry.name
+    ]
     return record
 
 
 def _catalogue_table(entries: list[weights.Weights]) -> Table:
     """Fits 80 columns (CI logs, pipes): the name says the architecture; DIV2K and Set14 scores are in --json."""
     from srcli import weights
+    from srcli.engine import int8
 
     table = Table(title="srcli pretrained models, bicubic-trained (Set5 PSNR, Y channel)", title_justify="left",
                   box=box.SIMPLE_HEAD, show_edge=False, header_style="bold", caption_justify="left")
@@ -73,6 +80,8 @@ def _catalogue_table(entries: list[weights.Weights]) -> Table:
     if defaults:
         lines.append(f"default (no --model or --weights): {', '.join(sorted(defaults))}")
     lines.append("—: no published Set5 score; DIV2K and Set14 scores: srcli models --json")
+    if int8.shipped():
+        lines.append(f"--precision int8 (CPU): {int8.describe_shipped()} (Set5)")
     lines.append(f"cache: {weights.cache_dir()}   mirror: ${download.MIRROR_ENV} or --mirror")
     table.caption = "\n".join(lines)
     return table

@@ -330,9 +330,8 @@ def _announce(count: int, label: str, scale: int, model: str, upscaler: Upscaler
 
 
 def _engine(upscaler: Upscaler) -> str:
-    from srcli.engine import precision_name
 
-    return f"{upscaler.device} {precision_name(upscaler.dtype)} {upscaler.backend}"
+    return f"{upscaler.device} {upscaler.placement.precision} {upscaler.backend}"
 
 
 def _run_with_progress(mine: list[Job], pipeline: ImagePipeline, outputs: _Outputs, lone: bool,

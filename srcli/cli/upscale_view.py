@@ -157,7 +157,6 @@ def summary_table(summary: Summary) -> Table:
 
 
 def json_report(summary: Summary, model: str, scale: int, label: str, pipeline: ImagePipeline, shard: Shard) -> dict:
-    from srcli.engine import precision_name
 
     upscaler = pipeline.upscaler
     return {
@@ -166,7 +165,7 @@ def json_report(summary: Summary, model: str, scale: int, label: str, pipeline: 
         "scale": scale,
         "output_scale": float(label) if "." in label else int(label),
         "device": str(upscaler.device),
-        "precision": precision_name(upscaler.dtype),
+        "precision": upscaler.placement.precision,
         "precision_reason": upscaler.placement.reason,
         "backend": upscaler.backend,
         "ensemble": upscaler.options.ensemble,

@@ -54,7 +54,7 @@ def choose_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if precision not in _DTYPES:
-        raise DeviceError(f"unknown precision {precision!r}: use auto, fp32, fp16 or bf16")
+        raise DeviceError(f"unknown precision {precision!r}: use auto, fp32, fp16, bf16 or int8")
     return _DTYPES[precision]
 
 
@@ -92,6 +92,12 @@ class Placement(NamedTuple):
     backend: str  # torch | openvino
     reason: str = ""  # "bf16: measured 2.3x faster on this CPU"
     warning: str | None = None  # one line a user should read (an explicit bf16 that measured slower)
+    quantised: bool = False  # int8: a shipped int8 network on OpenVINO (float32 in and out)
+
+    @property
+    def precision(self) -> str:
+        """What runs, as a user names it: int8, fp32, fp16 or bf16."""
+        return "int8" if self.quantised else precision_name(self.dtype)
 
 
 def resolve_placement(
@@ -112,6 +118,8 @@ def resolve_placement(
     folded networks, whose output side the runners keep in fp32); `measured` gives that measurement instead.
     """
     chosen = choose_device(device)
+    if precision == "int8":
+        return _int8_placement(chosen, backend)
     dtype = choose_dtype(precision, chosen)
     if asked_on_command_line:
         refuse_cpu_half(chosen, precision)
@@ -134,6 +142,16 @@ def resolve_placement(
     dtype = torch.bfloat16
     reason = f"bf16: {measured.describe().removeprefix('bf16 ')}"
     return Placement(chosen, dtype, choose_backend(backend, chosen, dtype, convertible=convertible), reason)
+
+
+def _int8_placement(device: torch.device, backend: str) -> Placement:
+    """int8 runs a shipped int8 network on OpenVINO on the CPU (srcli.engine.int8), fp32 at its edges."""
+    if device.type != "cpu":
+        raise DeviceError(f"--precision int8 runs on the CPU (OpenVINO), not {device.type}: use --device cpu")
+    if backend == "torch":
+        raise BackendError("--precision int8 runs on OpenVINO: use --backend auto or openvino")
+    chosen = choose_backend("openvino" if backend == "auto" else backend, device, torch.float32)
+    return Placement(device, torch.float32, chosen, "int8: asked for (a shipped int8 network)", quantised=True)
 
 
 def _bf16_allowed(architecture: Architecture | None) -> bool:

@@ -246,12 +246,14 @@ class OpenVINORunner:
     """A network compiled by OpenVINO for the CPU, with the geometry (receptive field, input normalisation, memory
     estimate) of its torch runner."""
 
-    def __init__(self, model: nn.Module, spec: ModelSpec, scale: int, geometry: FoldedRunner | ModuleRunner):
+    def __init__(self, model: nn.Module, spec: ModelSpec, scale: int, geometry: FoldedRunner | ModuleRunner,
+                 ready: Any = None):
+        """`ready`: a network already converted from `model`'s fold, taking NHWC input of any size (a shipped
+        int8 one), run instead of converting `model`."""
         ov = load_openvino()
         call_scale = scale if spec.architecture.multi_scale else None
         self.geometry = geometry
         self.receptive_radius = geometry.receptive_radius
-        key = openvino_key(model, spec, scale)
         parts: dict[str, tuple[nn.Module, int, float]]
         if isinstance(geometry, FoldedRunner):
             net = geometry.network
@@ -263,11 +265,15 @@ class OpenVINORunner:
             self._adds_input = False
             self._memory_factor = MODULE_MEMORY_FACTOR
         self._core = ov.Core()
+        self._compiled: OrderedDict[tuple, Any] = OrderedDict()  # (*shape, dtype) -> (compiled, request)
+        if ready is not None:
+            self._per_shape, self._model = None, ready
+            return
+        key = openvino_key(model, spec, scale)
         [converted] = cached_models(ov, key, parts)
         # Where sizes were frozen, each window shape (batch, height, width) gets its own static conversion.
         self._per_shape = None if _reshapes(converted, spec) else (ov, key, parts)
         self._model = _channels_last(ov, converted)
-        self._compiled: OrderedDict[tuple, Any] = OrderedDict()  # (*shape, dtype) -> (compiled, request)
 
     @property
     def model(self) -> Any:

@@ -22,12 +22,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from srcli.engine import luma
-from srcli.engine.devices import precision_name, resolve_placement
+from srcli.engine import int8, luma
+from srcli.engine.devices import resolve_placement
 from srcli.engine.foldcache import cached_fold
 from srcli.engine.folded import FoldedRunner
-from srcli.engine.module import ModuleRunner
-from srcli.engine.openvino import OpenVINORunner, openvino_cached, openvino_key, record_torch_work, torch_work
+from srcli.engine.module import ModuleRunner, weights_digest
+from srcli.engine.openvino import (
+    OpenVINORunner,
+    load_openvino,
+    openvino_cached,
+    openvino_key,
+    record_torch_work,
+    torch_work,
+)
 from srcli.engine.planning import MIN_TILE, OutOfMemory, Planning, Region, window_area
 from srcli.engine.stitch import (
     Batch,
@@ -177,6 +184,9 @@ class Upscaler(Planning):
         self.backend_fallback: str | None = None
         if self.backend != "openvino":
             return runner
+        if self.placement.quantised:
+            network = int8.find(weights_digest(model), self.scale)
+            return OpenVINORunner(model, self.spec, self.scale, runner, ready=int8.read(load_openvino(), network))
         key = openvino_key(model, self.spec, self.scale) if self.options.backend == "auto" else ""
         if key and isinstance(runner, FoldedRunner) and not openvino_cached(key):
             # Rent before buying: torch runs until it has done about a conversion's worth of work (counted across
@@ -272,7 +282,7 @@ class Upscaler(Planning):
     def _new_plan(self, tile: int, pad: int, batch: int, backoffs: int = 0, fallbacks: int = 0) -> Plan:
         measured = not self.exact and self.measured_overlap is not None
         return Plan(max(0, int(tile)), pad, int(batch), backoffs, fallbacks, device=str(self.device),
-                    precision=precision_name(self.dtype), precision_reason=self.placement.reason,
+                    precision=self.placement.precision, precision_reason=self.placement.reason,
                     transforms=8 if self.options.ensemble else 1,
                     exact=self.exact, backend=self.backend,
                     measured_pad=self.receptive_field if measured else None,

@@ -40,6 +40,7 @@ from srcli.models import (
     parameter_count,
 )
 from srcli.models.spec import Architecture, KeyCondition
+from srcli.paths import shipped_dirs
 from srcli.weights.checkpoints import read_state_dict
 
 BICUBIC = "bicubic"
@@ -274,8 +275,7 @@ def real_world_choices(tag: str, scale: int) -> tuple[Weights | None, Weights | 
 
 def embedded_dirs() -> list[Path]:
     """Where a manifest may be: inside the installed package first, then the source checkout."""
-    package = Path(__file__).resolve().parent.parent
-    return [package / "_weights", package.parent / "weights"]
+    return shipped_dirs()
 
 
 def _manifest_dir() -> Path | None:
