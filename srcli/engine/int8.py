@@ -57,7 +57,7 @@ def shipped() -> tuple[Int8Network, ...]:
 
 
 def describe_shipped() -> str:
-    """'srcli-mdsr-baseline x3 -0.027 dB, x4 -0.014 dB': what --precision int8 can run, and its Set5 cost."""
+    """'srcli-mdsr-baseline x3 -0.033 dB, x4 -0.011 dB': what --precision int8 can run, and its Set5 cost."""
     names: dict[str, list[str]] = {}
     for network in shipped():
         names.setdefault(network.model, []).append(f"x{network.scale} {-network.cost_db:+.3f} dB")
